@@ -32,7 +32,8 @@ class BlobWriter:
 
     def __init__(self, store: BlobStore) -> None:
         self._store = store
-        fd, name = tempfile.mkstemp(prefix=".tmp-", dir=store.tmp_dir)
+        store.tmp_dir.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix="blob-", dir=store.tmp_dir)
         self._tmp = Path(name)
         self._file = os.fdopen(fd, "wb", buffering=1 << 20)
         self._hasher = HashingWriter(self._file)
@@ -76,7 +77,8 @@ class BlobStore:
     def __init__(self, root: str | os.PathLike) -> None:
         self.root = Path(root)
         self.blob_dir = self.root / "blobs" / "sha256"
-        self.tmp_dir = self.root / "blobs" / ".tmp"
+        # Temporary files live beside, not inside, blobs/: an OCI layout's blobs/ holds only blobs.
+        self.tmp_dir = self.root / ".tmp"
         try:
             self.blob_dir.mkdir(parents=True, exist_ok=True)
             self.tmp_dir.mkdir(parents=True, exist_ok=True)
@@ -122,6 +124,11 @@ class BlobStore:
         with self.writer() as w:
             copy_stream(src, w)
             return w.commit(expected)
+
+    def cleanup(self) -> None:
+        """Remove the temporary folder when nothing is being written (layouts stay clean)."""
+        with contextlib.suppress(OSError):
+            self.tmp_dir.rmdir()
 
     def read_bytes(self, digest: str) -> bytes:
         """Whole-blob read, for small JSON blobs (manifests, configs) only."""
