@@ -221,6 +221,23 @@ def normalize_entries(entries: Iterable[Entry]) -> list[Entry]:
             parent = posixpath.dirname(parent)
         if parent and by_path[parent].kind != "dir":
             raise InvalidInput(f"{name!r} is inside {parent!r}, which is not a directory")
+    # A hardlink must follow its target in the tar; when sorting puts a link first, the first
+    # path of the group carries the content and the others link to it.
+    groups: dict[str, list[str]] = {}
+    for e in by_path.values():
+        if e.kind == "hardlink" and e.linkname in by_path and by_path[e.linkname].kind == "file":
+            groups.setdefault(e.linkname, [e.linkname]).append(e.path)
+    for target, paths in groups.items():
+        first = min(paths, key=_sort_key)
+        if first == target:
+            continue
+        content = by_path[target]
+        by_path[first] = replace(content, path=first)
+        for other in paths:
+            if other != first:
+                by_path[other] = replace(by_path[other] if other != target else content,
+                                         path=other, kind="hardlink", linkname=first,
+                                         data=None, source=None, size=0)
     ordered = sorted(by_path.values(), key=lambda e: _sort_key(e.tar_name))
     seen: set[str] = set()
     for e in ordered:
