@@ -120,8 +120,10 @@ def normalize_card(card: dict[str, Any] | None, model: Any = None) -> dict[str, 
     """Fill defaults and validate the model card, so the server can trust it blindly."""
     if card is not None and not isinstance(card, dict):
         raise TypeError(f"card must be a dict, got {type(card).__name__}")
-    merged = {k: (list(v) if isinstance(v, list) else dict(v) if isinstance(v, dict) else v)
-              for k, v in CARD_DEFAULTS.items()}
+    merged = {
+        k: (list(v) if isinstance(v, list) else dict(v) if isinstance(v, dict) else v)
+        for k, v in CARD_DEFAULTS.items()
+    }
     if model is not None:
         merged["name"] = _default_name(model)
     merged.update(card or {})
