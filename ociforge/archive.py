@@ -28,7 +28,7 @@ class _Slice(io.RawIOBase):
     """A read-only window ``[offset, offset+size)`` of a file, with its own handle."""
 
     def __init__(self, path: Path, offset: int, size: int) -> None:
-        self._f = open(path, "rb")
+        self._f = open(path, "rb")  # noqa: SIM115 - closed in close()
         self._f.seek(offset)
         self._left = size
 
@@ -139,7 +139,9 @@ def _staging_dir(dest: Path) -> Path:
         raise InvalidInput(f"cannot write {dest}: {e.strerror or e}") from None
 
 
-def write_oci_archive(obj: Image | ImageIndex, path: str | os.PathLike, tag: str | None = None) -> Descriptor:
+def write_oci_archive(
+    obj: Image | ImageIndex, path: str | os.PathLike, tag: str | None = None
+) -> Descriptor:
     """Write ``obj`` into the OCI archive at ``path``, keeping the archive's other tags."""
     dest = Path(path)
     if tag is not None:

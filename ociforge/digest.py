@@ -19,7 +19,9 @@ CHUNK = 1 << 20
 def validate(digest: str) -> str:
     """Return ``digest`` unchanged when it is ``sha256:`` + 64 lowercase hex, else raise."""
     if not isinstance(digest, str) or not _DIGEST_RE.match(digest):
-        raise InvalidInput(f"invalid digest {digest!r}: expected 'sha256:' and 64 lowercase hex digits")
+        raise InvalidInput(
+            f"invalid digest {digest!r}: expected 'sha256:' and 64 lowercase hex digits"
+        )
     return digest
 
 

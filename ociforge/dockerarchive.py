@@ -100,7 +100,9 @@ def write_docker_archive(
 def _write(img: Image, dest: Path, stage: Path, repo_tag: str | None) -> Descriptor:
     diff_ids = img.config.diff_ids
     if len(diff_ids) != len(img.layers):
-        raise InvalidInput(f"image {img.digest}: {len(img.layers)} layers but {len(diff_ids)} diff_ids")
+        raise InvalidInput(
+            f"image {img.digest}: {len(img.layers)} layers but {len(diff_ids)} diff_ids"
+        )
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
     os.close(fd)
     try:
@@ -155,7 +157,9 @@ def _write(img: Image, dest: Path, stage: Path, repo_tag: str | None) -> Descrip
             }
             if repo_tag:
                 repo, tag = repo_tag.rsplit(":", 1)
-                files["repositories"] = canonical_json({repo: {tag: diff_ids[-1].split(":", 1)[1]}} if diff_ids else {})
+                files["repositories"] = canonical_json(
+                    {repo: {tag: diff_ids[-1].split(":", 1)[1]}} if diff_ids else {}
+                )
             for fname, data in files.items():
                 tf.addfile(_tarinfo(fname, len(data)), io.BytesIO(data))
         os.chmod(tmp, 0o644)
@@ -188,7 +192,10 @@ def read_docker_archive(path: str | os.PathLike, name: str | None = None) -> Ima
         if name:
             wanted = normalize_name(name)
             for d in index.manifests:
-                if d.annotations.get("io.containerd.image.name") in (wanted, "docker.io/library/" + wanted):
+                if d.annotations.get("io.containerd.image.name") in (
+                    wanted,
+                    "docker.io/library/" + wanted,
+                ):
                     return _as_image(from_raw(_blob(src, d), src, d.media_type))
         elif len(index.manifests) == 1:
             return _as_image(read_layout_in_tar(src, None))
@@ -203,7 +210,9 @@ def read_docker_archive(path: str | os.PathLike, name: str | None = None) -> Ima
         chosen = [e for e in entries if wanted in (e.get("RepoTags") or [])]
         if not chosen:
             tags = [t for e in entries for t in e.get("RepoTags") or []]
-            raise InvalidInput(f"no image named {wanted} in {path} (has: {', '.join(tags) or 'none'})")
+            raise InvalidInput(
+                f"no image named {wanted} in {path} (has: {', '.join(tags) or 'none'})"
+            )
         entry = chosen[0]
     elif len(entries) == 1:
         entry = entries[0]

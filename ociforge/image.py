@@ -103,8 +103,11 @@ class Image:
 
     def descriptor(self, platform: bool = True, **kw) -> Descriptor:
         return Descriptor(
-            self.media_type, self.digest, len(self.raw_manifest),
-            platform=self.platform if platform else None, **kw,
+            self.media_type,
+            self.digest,
+            len(self.raw_manifest),
+            platform=self.platform if platform else None,
+            **kw,
         )
 
     def open_layer(self, desc: Descriptor) -> BinaryIO:
@@ -181,9 +184,8 @@ class ImageIndex:
 
 
 def _is_attestation(desc: Descriptor) -> bool:
-    return (
-        desc.annotations.get("vnd.docker.reference.type") == "attestation-manifest"
-        or (desc.platform is not None and desc.platform.os == "unknown")
+    return desc.annotations.get("vnd.docker.reference.type") == "attestation-manifest" or (
+        desc.platform is not None and desc.platform.os == "unknown"
     )
 
 
@@ -276,7 +278,9 @@ def _port(p: str) -> str:
 
 def empty_config(platform: Platform) -> ImageConfig:
     return ImageConfig(
-        architecture=platform.architecture, os=platform.os, variant=platform.variant,
+        architecture=platform.architecture,
+        os=platform.os,
+        variant=platform.variant,
         os_version=platform.os_version,
     )
 
@@ -293,12 +297,14 @@ def append(
     created: int | None = None,
     docker: bool | None = None,
     store=None,
+    base_name: str | None = None,
 ) -> Image:
     """A new image: ``base`` (or scratch) plus ``layers`` (whose blobs ``source`` opens).
 
     Only the base's manifest and config are used; its layer descriptors are copied by digest and
     its bytes are never read. History and diff_ids are extended; ``created`` defaults to
-    ``SOURCE_DATE_EPOCH``. ``docker`` picks Docker schema 2 media types (gzip layers only);
+    ``SOURCE_DATE_EPOCH``. ``base_name`` (the reference the base was read from) is recorded as the
+    ``org.opencontainers.image.base.name`` annotation. ``docker`` picks Docker schema 2 media types (gzip layers only);
     by default the base's own kind is kept. When ``store`` is given, the new config is written
     into it, so the image can be served from ``store`` plus the base.
     """
@@ -306,7 +312,11 @@ def append(
     if base is None and platform is None:
         raise InvalidInput("an image without a base needs a platform")
     cfg = base.config if base is not None else empty_config(platform)
-    if base is not None and platform is not None and not Platform.parse(platform).matches(cfg.platform):
+    if (
+        base is not None
+        and platform is not None
+        and not Platform.parse(platform).matches(cfg.platform)
+    ):
         raise InvalidInput(f"base image is {cfg.platform}, not {platform}")
     if docker is None:
         docker = base is not None and base.media_type == mt.DOCKER_MANIFEST
@@ -325,14 +335,23 @@ def append(
     if ch.user is not None:
         run = replace(run, user=ch.user)
     if ch.exposed_ports:
-        run = replace(run, exposed_ports=tuple(sorted(set(run.exposed_ports) | {_port(p) for p in ch.exposed_ports})))
+        run = replace(
+            run,
+            exposed_ports=tuple(
+                sorted(set(run.exposed_ports) | {_port(p) for p in ch.exposed_ports})
+            ),
+        )
     if ch.labels:
         run = replace(run, labels={**run.labels, **ch.labels})
     if ch.stop_signal is not None:
         run = replace(run, stop_signal=ch.stop_signal)
     comments = list(history or [])
     new_history = [
-        History(created=created_s, created_by=comments[i] if i < len(comments) else "ociforge", comment="ociforge")
+        History(
+            created=created_s,
+            created_by=comments[i] if i < len(comments) else "ociforge",
+            comment="ociforge",
+        )
         for i in range(len(layers))
     ]
     # Keep history consistent with layers even when the base had none.
@@ -354,7 +373,9 @@ def append(
         d = layer.descriptor
         if docker:
             if mt.layer_compression(d.media_type) != "gzip":
-                raise InvalidInput("Docker schema 2 images need gzip layers; use OCI media types for zstd")
+                raise InvalidInput(
+                    "Docker schema 2 images need gzip layers; use OCI media types for zstd"
+                )
             d = d.with_(media_type=mt.DOCKER_LAYER_GZIP)
         elif d.media_type == mt.DOCKER_LAYER_GZIP:
             d = d.with_(media_type=mt.OCI_LAYER_GZIP)
@@ -365,8 +386,12 @@ def append(
     else:
         base_layers = tuple(_to_docker_layer(d) for d in base_layers)
     man_annotations = dict(annotations or {})
-    if base is not None and not docker:
-        man_annotations.setdefault("org.opencontainers.image.base.digest", base.digest)
+    if not docker:
+        man_annotations.setdefault("org.opencontainers.image.created", created_s)
+        if base is not None:
+            man_annotations.setdefault("org.opencontainers.image.base.digest", base.digest)
+            if base_name:
+                man_annotations.setdefault("org.opencontainers.image.base.name", base_name)
     manifest = Manifest(
         config=config_desc,
         layers=base_layers + tuple(layer_descs),

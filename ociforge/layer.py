@@ -17,8 +17,8 @@ import os
 import posixpath
 import stat
 import tarfile
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import BinaryIO
 
@@ -42,7 +42,9 @@ def source_date_epoch() -> int:
     try:
         value = int(raw)
     except ValueError:
-        raise InvalidInput(f"SOURCE_DATE_EPOCH={raw!r} is not an integer number of seconds") from None
+        raise InvalidInput(
+            f"SOURCE_DATE_EPOCH={raw!r} is not an integer number of seconds"
+        ) from None
     if value < 0:
         raise InvalidInput(f"SOURCE_DATE_EPOCH={raw!r} is negative")
     return value
@@ -66,8 +68,9 @@ def image_path(path: str, what: str = "path") -> str:
 class Entry:
     """One thing in a layer. ``path`` is relative to the image root, normalized.
 
-    For regular files, content comes from ``data`` (bytes) or ``source`` (a path on disk, read
-    only while the layer is written). ``kind`` is one of file, dir, symlink, hardlink, whiteout
+    For regular files, content comes from ``data`` (bytes), ``source`` (a path on disk, read
+    only while the layer is written) or ``opener`` (called once while the layer is written, for
+    content streamed from elsewhere, such as a member of a .deb's data.tar; must give ``size`` bytes). ``kind`` is one of file, dir, symlink, hardlink, whiteout
     (a whiteout's ``path`` is the path it hides; ``opaque=True`` hides a directory's lower content).
     """
 
@@ -82,6 +85,7 @@ class Entry:
     gid: int = 0
     mtime: int | None = None
     opaque: bool = False
+    opener: Callable[[], BinaryIO] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.kind not in _KINDS:
@@ -92,13 +96,19 @@ class Entry:
         return cls(image_path(path), "file", mode, data=bytes(data), size=len(data), **kw)
 
     @classmethod
-    def from_file(cls, path: str, source: str | os.PathLike, mode: int | None = None, **kw) -> Entry:
+    def from_file(
+        cls, path: str, source: str | os.PathLike, mode: int | None = None, **kw
+    ) -> Entry:
         st = _lstat(source)
         if not stat.S_ISREG(st.st_mode):
             raise InvalidInput(f"{source}: not a regular file")
         return cls(
-            image_path(path), "file", mode if mode is not None else stat.S_IMODE(st.st_mode),
-            source=os.fspath(source), size=st.st_size, **kw,
+            image_path(path),
+            "file",
+            mode if mode is not None else stat.S_IMODE(st.st_mode),
+            source=os.fspath(source),
+            size=st.st_size,
+            **kw,
         )
 
     @classmethod
@@ -110,8 +120,10 @@ class Entry:
         return cls(image_path(path), "symlink", 0o777, linkname=target, **kw)
 
     @classmethod
-    def hardlink(cls, path: str, target: str, **kw) -> Entry:
-        return cls(image_path(path), "hardlink", 0o644, linkname=image_path(target, "hardlink target"), **kw)
+    def hardlink(cls, path: str, target: str, mode: int = 0o644, **kw) -> Entry:
+        return cls(
+            image_path(path), "hardlink", mode, linkname=image_path(target, "hardlink target"), **kw
+        )
 
     @classmethod
     def whiteout(cls, path: str) -> Entry:
@@ -177,7 +189,9 @@ def entries_from_tree(root: str | os.PathLike, prefix: str = "") -> Iterator[Ent
                     os.stat(full)
                 except OSError as e:
                     if e.errno == errno.ELOOP:
-                        raise InvalidInput(f"symlink loop at {full} -> {os.readlink(full)}") from None
+                        raise InvalidInput(
+                            f"symlink loop at {full} -> {os.readlink(full)}"
+                        ) from None
                 yield Entry.symlink(dest, os.readlink(full))
             elif stat.S_ISDIR(est.st_mode):
                 yield Entry.dir(dest, mode)
@@ -193,7 +207,9 @@ def entries_from_tree(root: str | os.PathLike, prefix: str = "") -> Iterator[Ent
                     seen_inodes[key] = dest
                 yield Entry(dest, "file", mode, source=str(full), size=est.st_size)
             else:
-                raise InvalidInput(f"{full}: unsupported file type (only files, directories and symlinks)")
+                raise InvalidInput(
+                    f"{full}: unsupported file type (only files, directories and symlinks)"
+                )
 
     yield from walk(root, "")
 
@@ -235,9 +251,15 @@ def normalize_entries(entries: Iterable[Entry]) -> list[Entry]:
         by_path[first] = replace(content, path=first)
         for other in paths:
             if other != first:
-                by_path[other] = replace(by_path[other] if other != target else content,
-                                         path=other, kind="hardlink", linkname=first,
-                                         data=None, source=None, size=0)
+                by_path[other] = replace(
+                    by_path[other] if other != target else content,
+                    path=other,
+                    kind="hardlink",
+                    linkname=first,
+                    data=None,
+                    source=None,
+                    size=0,
+                )
     ordered = sorted(by_path.values(), key=lambda e: _sort_key(e.tar_name))
     seen: set[str] = set()
     for e in ordered:
@@ -279,7 +301,10 @@ class _Compressor:
         self._sink = sink
         if compression == "gzip":
             self._f = gzip.GzipFile(
-                filename="", mode="wb", fileobj=sink, mtime=0,
+                filename="",
+                mode="wb",
+                fileobj=sink,
+                mtime=0,
                 compresslevel=6 if level is None else level,
             )
         elif compression == "zstd":
@@ -359,7 +384,9 @@ def write_tar(entries: Iterable[Entry], out: BinaryIO, epoch: int | None = None)
                     with open(e.source, "rb") as f:
                         st = os.fstat(f.fileno())
                         if st.st_size != e.size:
-                            raise InvalidInput(f"{e.source} changed size while the layer was written")
+                            raise InvalidInput(
+                                f"{e.source} changed size while the layer was written"
+                            )
                         tf.addfile(ti, f)
                 except OSError as err:
                     raise InvalidInput(f"cannot read {e.source}: {err.strerror}") from None
@@ -367,6 +394,9 @@ def write_tar(entries: Iterable[Entry], out: BinaryIO, epoch: int | None = None)
                 import io
 
                 tf.addfile(ti, io.BytesIO(e.data))
+            elif e.kind == "file" and e.opener is not None:
+                with e.opener() as f:
+                    tf.addfile(ti, f)
             else:
                 tf.addfile(ti)
     finally:
@@ -402,9 +432,7 @@ def write_layer(
     return Layer(desc, sink.diff_id)
 
 
-def layer_from_tree(
-    root: str | os.PathLike, store: BlobStore, prefix: str = "", **kw
-) -> Layer:
+def layer_from_tree(root: str | os.PathLike, store: BlobStore, prefix: str = "", **kw) -> Layer:
     """Convenience: :func:`write_layer` over :func:`entries_from_tree`."""
     return write_layer(entries_from_tree(root, prefix), store, **kw)
 

@@ -90,7 +90,11 @@ def read_index_json(root: Path) -> Index:
 
 
 def list_tags(root: str | os.PathLike) -> list[str]:
-    return [d.annotations[REF_NAME] for d in read_index_json(Path(root)).manifests if REF_NAME in d.annotations]
+    return [
+        d.annotations[REF_NAME]
+        for d in read_index_json(Path(root)).manifests
+        if REF_NAME in d.annotations
+    ]
 
 
 def find_descriptor(index: Index, tag: str | None, where: str) -> Descriptor:
@@ -119,7 +123,9 @@ def read_layout(root: str | os.PathLike, tag: str | None = None) -> Image | Imag
     source = LayoutSource(root)
     with source.open_blob(desc) as f:
         raw = f.read(desc.size + 1)
-    reader_check = VerifyingReader(__import__("io").BytesIO(raw), desc.digest, f"manifest in {root}")
+    reader_check = VerifyingReader(
+        __import__("io").BytesIO(raw), desc.digest, f"manifest in {root}"
+    )
     reader_check.read()
     reader_check.verify()
     return from_raw(raw, source, desc.media_type)
@@ -179,12 +185,15 @@ def write_layout(
     else:
         desc = obj.descriptor(annotations=ann)
     kept = [
-        d for d in index.manifests
+        d
+        for d in index.manifests
         if not (
             (tag is not None and d.annotations.get(REF_NAME) == tag)
             or (tag is None and REF_NAME not in d.annotations and d.digest == desc.digest)
         )
     ]
-    new_index = Index(manifests=tuple(kept) + (desc,), media_type=mt.OCI_INDEX, annotations=index.annotations)
+    new_index = Index(
+        manifests=tuple(kept) + (desc,), media_type=mt.OCI_INDEX, annotations=index.annotations
+    )
     atomic_write(root / "index.json", new_index.to_bytes())
     return desc

@@ -25,7 +25,7 @@ def canonical_json(obj: Any) -> bytes:
 
 
 def rfc3339(epoch: int) -> str:
-    return _dt.datetime.fromtimestamp(int(epoch), _dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return _dt.datetime.fromtimestamp(int(epoch), _dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(frozen=True)

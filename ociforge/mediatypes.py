@@ -33,7 +33,9 @@ def layer_type(compression: str, docker: bool = False) -> str:
     """The layer media type for a compression; Docker schema 2 knows only gzip."""
     if docker:
         if compression != "gzip":
-            raise ValueError(f"Docker schema 2 layers must be gzip, not {compression}: use OCI media types")
+            raise ValueError(
+                f"Docker schema 2 layers must be gzip, not {compression}: use OCI media types"
+            )
         return DOCKER_LAYER_GZIP
     return {"gzip": OCI_LAYER_GZIP, "zstd": OCI_LAYER_ZSTD, "none": OCI_LAYER}[compression]
 

@@ -54,7 +54,9 @@ class Platform:
             return text
         parts = str(text).strip().lower().split("/")
         if len(parts) not in (2, 3) or not all(parts):
-            raise InvalidInput(f"unknown platform {text!r}: expected OS/ARCH[/VARIANT], like linux/arm64")
+            raise InvalidInput(
+                f"unknown platform {text!r}: expected OS/ARCH[/VARIANT], like linux/arm64"
+            )
         os_, arch = parts[0], parts[1]
         variant = parts[2] if len(parts) == 3 else ""
         if os_ not in _KNOWN_OS:

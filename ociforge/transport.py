@@ -40,7 +40,7 @@ def parse(spec: str) -> Spec:
         raise InvalidInput(f"empty image location {spec!r}")
     spec = spec.strip()
     if spec.startswith("docker://"):
-        return Spec("docker", spec[len("docker://"):])
+        return Spec("docker", spec[len("docker://") :])
     head, sep, rest = spec.partition(":")
     if sep and head in ("oci", "oci-archive"):
         if not rest:
@@ -54,14 +54,18 @@ def parse(spec: str) -> Spec:
     if sep and head == "docker-archive":
         path, _, name = rest.partition(":")
         if not path:
-            raise InvalidInput(f"{spec!r}: docker-archive: needs a file, like docker-archive:img.tar[:NAME:TAG]")
+            raise InvalidInput(
+                f"{spec!r}: docker-archive: needs a file, like docker-archive:img.tar[:NAME:TAG]"
+            )
         return Spec(head, path, name or None)
     if sep and head == "docker-daemon":
         if not rest:
             raise InvalidInput(f"{spec!r}: docker-daemon: needs NAME[:TAG]")
         return Spec(head, "", rest)
     if "://" in spec:
-        raise InvalidInput(f"unknown transport in {spec!r} (known: {', '.join(k + ':' for k in KINDS)})")
+        raise InvalidInput(
+            f"unknown transport in {spec!r} (known: {', '.join(k + ':' for k in KINDS)})"
+        )
     if sep and head in ("dir", "containers-storage", "docker-archive", "tarball"):
         raise InvalidInput(f"unsupported transport {head!r} in {spec!r}")
     return Spec("docker", spec)
@@ -76,7 +80,9 @@ class WriteResult:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-def open_source(spec: str | Spec, *, platform: Platform | str | None = None, **registry_opts) -> Image | ImageIndex:
+def open_source(
+    spec: str | Spec, *, platform: Platform | str | None = None, **registry_opts
+) -> Image | ImageIndex:
     """Read the image or index at ``spec`` (lazily; blobs stream when a destination opens them).
 
     With ``platform``, an index is narrowed to that platform's image.
@@ -118,7 +124,11 @@ def write_to(
 ) -> WriteResult:
     """Write ``obj`` to ``spec``; for one-platform destinations ``platform`` picks from an index."""
     s = parse(spec) if isinstance(spec, str) else spec
-    if platform is not None and isinstance(obj, ImageIndex) and s.kind not in ("docker-archive", "docker-daemon"):
+    if (
+        platform is not None
+        and isinstance(obj, ImageIndex)
+        and s.kind not in ("docker-archive", "docker-daemon")
+    ):
         obj = obj.select(platform)
     if s.kind == "oci":
         from .layout import write_layout

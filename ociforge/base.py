@@ -1,0 +1,708 @@
+"""Base images: built from a ``base_layers/`` recipe and Debian packages, or any image you trust.
+
+A recipe (TOML, reviewed like code) names a Debian suite, the packages, users, folders,
+environment and labels. Its *lock* (one per recipe and architecture, committed next to it) pins each
+package's version and sha256, so the same recipe and lock give the same digests on any machine on
+any day, rebuilt from the local ``.deb`` cache or any mirror or snapshot that still has them.
+
+A built base has two layers: every package's files (``ociforge.debian``), then what maintainer
+scripts would have made that a container needs (``/etc/passwd``, ``/etc/group``, the CA bundle,
+``/tmp``, homes, symlinks, a dpkg status for scanners). Built bases are cached by the hash of
+recipe and lock (``default_cache_dir()/bases/``) and reused.
+
+Whatever the base, the model build needs its Python: :func:`python_info` reads it from our labels,
+or finds it in a foreign image's config and files, or refuses with a message saying how to declare
+it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import json
+import logging
+import lzma
+import os
+import re
+import tarfile
+import tempfile
+import tomllib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from . import debian
+from . import mediatypes as mt
+from .blobstore import BlobStore, default_cache_dir
+from .digest import of_bytes
+from .errors import InvalidInput, NotFound
+from .image import ConfigChanges, Image, ImageIndex, append, make_index, store_source
+from .layer import Entry, Layer, image_path, write_layer
+from .manifest import canonical_json
+from .platform import Platform, parse_platforms
+
+log = logging.getLogger(__name__)
+
+# Bump when the bytes a recipe+lock produce change (layer contents, config), to miss old caches.
+FORMAT = "1"
+OCIFORGE_SITE_PACKAGES = "/opt/ociforge/site-packages"
+LABEL = "dev.ociforge"
+CA_BUNDLE = "etc/ssl/certs/ca-certificates.crt"
+
+
+def recipes_dir() -> Path:
+    """``$OCIFORGE_BASE_LAYERS``, else the ``base_layers/`` folder shipped with ociforge."""
+    env = os.environ.get("OCIFORGE_BASE_LAYERS")
+    return Path(env) if env else Path(__file__).resolve().parent.parent / "base_layers"
+
+
+# ---------------------------------------------------------------------------------------------
+# Recipes
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    uid: int
+    gid: int
+    home: str
+    shell: str = "/sbin/nologin"
+
+
+@dataclass(frozen=True)
+class Folder:
+    path: str
+    mode: int = 0o755
+    uid: int = 0
+    gid: int = 0
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    path: Path
+    description: str
+    mirror: str
+    suite: str
+    components: tuple[str, ...]
+    architectures: tuple[str, ...]
+    packages: tuple[str, ...]
+    exclude: tuple[str, ...] = ()
+    prefer: tuple[str, ...] = ()
+    python_version: str = ""  # major.minor
+    python_path: str = ""
+    python_package: str = ""
+    libc_package: str = "libc6"
+    users: tuple[User, ...] = ()
+    folders: tuple[Folder, ...] = ()
+    symlinks: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    user: str = "65532:65532"
+    workdir: str = ""
+    cmd: tuple[str, ...] = ()
+    extra_ca_certs: tuple[Path, ...] = ()
+    compression: str = "gzip"
+    default: bool = False
+
+    @property
+    def platforms(self) -> list[Platform]:
+        return [Platform.parse(f"linux/{a}") for a in self.architectures]
+
+    def lock_path(self, arch: str) -> Path:
+        return self.path.parent / "locks" / f"{self.name}-{arch}.json"
+
+    def resolution_inputs(self) -> dict:
+        """What the lock was resolved from; a lock made from other inputs is stale."""
+        return {
+            "suite": self.suite, "components": list(self.components),
+            "packages": sorted(self.packages), "exclude": sorted(self.exclude),
+            "prefer": list(self.prefer),
+        }
+
+    def fingerprint(self) -> str:
+        """A hash of everything in the recipe that shapes the image (not mirror or description)."""
+        obj = {
+            k: v for k, v in _recipe_json(self).items() if k not in ("mirror", "description", "path")
+        }
+        obj["extra_ca_certs"] = [of_bytes(p.read_bytes()) for p in self.extra_ca_certs]
+        return of_bytes(canonical_json(obj))
+
+
+def _recipe_json(r: Recipe) -> dict:
+    out = {}
+    for k, v in r.__dict__.items():
+        if isinstance(v, Path):
+            v = str(v)
+        elif isinstance(v, tuple):
+            v = [x.__dict__ if isinstance(x, (User, Folder)) else str(x) for x in v]
+        out[k] = v
+    return out
+
+
+def _mode(value, where: str) -> int:
+    if isinstance(value, int):
+        return value
+    try:
+        return int(str(value), 8)
+    except ValueError:
+        raise InvalidInput(f"{where}: mode {value!r} is not octal (like \"1777\")") from None
+
+
+def load_recipe(name_or_path: str | os.PathLike) -> Recipe:
+    """A recipe by name (``python3.11-bookworm``, from :func:`recipes_dir`) or by path to a .toml."""
+    path = Path(name_or_path)
+    if not path.suffix == ".toml" and not path.exists():
+        path = recipes_dir() / f"{name_or_path}.toml"
+    if not path.is_file():
+        known = ", ".join(r.name for r in list_recipes()) or "none"
+        raise NotFound(f"no base recipe {str(name_or_path)!r} (known: {known})")
+    try:
+        doc = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise InvalidInput(f"{path}: not valid TOML: {e}") from None
+    where = str(path)
+    try:
+        deb = doc["debian"]
+        py = doc.get("python", {})
+        users = tuple(
+            User(u["name"], int(u["uid"]), int(u.get("gid", u["uid"])), u.get("home", f"/home/{u['name']}"),
+                 u.get("shell", "/sbin/nologin"))
+            for u in doc.get("users", [])
+        )
+        folders = tuple(
+            Folder(f["path"], _mode(f.get("mode", "0755"), where), int(f.get("uid", 0)), int(f.get("gid", f.get("uid", 0))))
+            for f in doc.get("folders", [])
+        )
+        cfg = doc.get("config", {})
+        recipe = Recipe(
+            name=doc.get("name", path.stem),
+            path=path.resolve(),
+            description=doc.get("description", ""),
+            mirror=deb.get("mirror", debian.DEFAULT_MIRROR),
+            suite=deb["suite"],
+            components=tuple(deb.get("components", ["main"])),
+            architectures=tuple(deb.get("architectures", ["amd64", "arm64"])),
+            packages=tuple(deb["packages"]),
+            exclude=tuple(deb.get("exclude", [])),
+            prefer=tuple(deb.get("prefer", [])),
+            python_version=str(py.get("version", "")),
+            python_path=py.get("path", ""),
+            python_package=py.get("package", ""),
+            libc_package=deb.get("libc_package", "libc6"),
+            users=users,
+            folders=folders,
+            symlinks=dict(doc.get("symlinks", {})),
+            env={k: str(v) for k, v in doc.get("env", {}).items()},
+            labels={k: str(v) for k, v in doc.get("labels", {}).items()},
+            user=str(cfg.get("user", "65532:65532")),
+            workdir=cfg.get("workdir", ""),
+            cmd=tuple(cfg.get("cmd", [py["path"]] if py.get("path") else [])),
+            extra_ca_certs=tuple((path.parent / p).resolve() for p in doc.get("ca_certificates", {}).get("extra", [])),
+            compression=doc.get("compression", "gzip"),
+            default=bool(doc.get("default", False)),
+        )
+    except (KeyError, TypeError, ValueError) as e:
+        raise InvalidInput(f"{where}: missing or invalid field {e}") from None
+    for p in recipe.extra_ca_certs:
+        if not p.is_file():
+            raise NotFound(f"{where}: extra CA certificate {p} not found")
+    if recipe.compression not in mt.COMPRESSIONS:
+        raise InvalidInput(f"{where}: compression must be one of {', '.join(mt.COMPRESSIONS)}")
+    for u in users:
+        if not re.fullmatch(r"[a-z_][a-z0-9_-]*", u.name):
+            raise InvalidInput(f"{where}: invalid user name {u.name!r}")
+    return recipe
+
+
+def list_recipes(directory: Path | None = None) -> list[Recipe]:
+    d = directory or recipes_dir()
+    return [load_recipe(p) for p in sorted(d.glob("*.toml"))]
+
+
+# ---------------------------------------------------------------------------------------------
+# Locks
+
+
+@dataclass(frozen=True)
+class Lock:
+    """What a recipe resolved to for one architecture: enough to rebuild it byte for byte."""
+
+    recipe: str
+    architecture: str
+    suite: str
+    date: int  # the InRelease date: the time stamp of every file and of the image
+    inputs: dict
+    packages: tuple[debian.Package, ...]
+
+    def to_json(self) -> dict:
+        return {
+            "recipe": self.recipe, "architecture": self.architecture, "suite": self.suite,
+            "date": self.date, "inputs": self.inputs,
+            "packages": [p.lock_json() for p in self.packages],
+        }
+
+    @classmethod
+    def from_json(cls, obj: dict, where: str) -> Lock:
+        try:
+            return cls(
+                recipe=obj["recipe"], architecture=obj["architecture"], suite=obj["suite"],
+                date=int(obj["date"]), inputs=obj["inputs"],
+                packages=tuple(debian.Package.from_lock(p) for p in obj["packages"]),
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise InvalidInput(f"{where}: invalid lock: {e}") from None
+
+    def package(self, name: str) -> debian.Package | None:
+        return next((p for p in self.packages if p.name == name), None)
+
+
+def resolve_lock(recipe: Recipe, arch: str, mirror: str | None = None, keyring: str = debian.DEFAULT_KEYRING) -> Lock:
+    """Resolve the recipe against the mirror's current, signature-checked index."""
+    release = debian.fetch_release(mirror or recipe.mirror, recipe.suite, keyring)
+    index = debian.fetch_index(release, arch, recipe.components)
+    pkgs = debian.resolve(index, recipe.packages, recipe.exclude, recipe.prefer)
+    return Lock(recipe.name, arch, recipe.suite, release.date, recipe.resolution_inputs(), tuple(pkgs))
+
+
+def write_lock(lock: Lock, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = json.dumps(lock.to_json(), indent=1, sort_keys=True) + "\n"
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        f.write(data)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+def read_lock(recipe: Recipe, arch: str) -> Lock | None:
+    path = recipe.lock_path(arch)
+    if not path.is_file():
+        return None
+    try:
+        lock = Lock.from_json(json.loads(path.read_text()), str(path))
+    except ValueError as e:
+        raise InvalidInput(f"{path}: not valid JSON: {e}") from None
+    if lock.inputs != recipe.resolution_inputs():
+        raise InvalidInput(
+            f"{path} was resolved for other packages than {recipe.path} now names; "
+            f"run `ociforge base lock {recipe.name}` to update it"
+        )
+    return lock
+
+
+def lock_for(recipe: Recipe, arch: str, *, update: bool = False, mirror: str | None = None,
+             keyring: str = debian.DEFAULT_KEYRING) -> Lock:
+    """The committed lock, or (when there is none, or ``update``) a fresh one, written next to it."""
+    lock = None if update else read_lock(recipe, arch)
+    if lock is None:
+        lock = resolve_lock(recipe, arch, mirror, keyring)
+        write_lock(lock, recipe.lock_path(arch))
+    return lock
+
+
+# ---------------------------------------------------------------------------------------------
+# Building
+
+
+def _store() -> BlobStore:
+    return BlobStore(default_cache_dir())
+
+
+def _passwd(users: Iterable[User]) -> bytes:
+    return "".join(f"{u.name}:x:{u.uid}:{u.gid}:{u.name}:{u.home}:{u.shell}\n" for u in users).encode()
+
+
+def _group(users: Iterable[User]) -> bytes:
+    seen: dict[int, str] = {}
+    for u in users:
+        seen.setdefault(u.gid, u.name)
+    return "".join(f"{name}:x:{gid}:\n" for gid, name in seen.items()).encode()
+
+
+def _dpkg_status(pkg: debian.Package) -> bytes:
+    """Enough of dpkg's record for image scanners (trivy, grype, syft) to see the package."""
+    lines = [f"Package: {pkg.name}", "Status: install ok installed"]
+    if pkg.source and pkg.source != pkg.name:
+        lines.append(f"Source: {pkg.source}")
+    lines += [f"Version: {pkg.version}", f"Architecture: {pkg.architecture}"]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def _upstream(version: str) -> str:
+    """``1:3.11.2-6+deb12u8`` → ``3.11.2``."""
+    return version.split(":", 1)[-1].rsplit("-", 1)[0].split("+", 1)[0]
+
+
+def _system_entries(recipe: Recipe, lock: Lock, certs: dict[str, bytes], tree: set[str]) -> list[Entry]:
+    """What maintainer scripts would have made that a container needs."""
+    out = [
+        Entry.file("etc/passwd", _passwd(recipe.users)),
+        Entry.file("etc/group", _group(recipe.users)),
+        Entry.file("etc/nsswitch.conf", b"passwd: files\ngroup: files\nshadow: files\nhosts: files dns\n"),
+    ]
+    if certs or recipe.extra_ca_certs:
+        bundle = b"".join(c if c.endswith(b"\n") else c + b"\n" for _p, c in sorted(certs.items()))
+        for p in recipe.extra_ca_certs:
+            c = p.read_bytes()
+            bundle += c if c.endswith(b"\n") else c + b"\n"
+        out.append(Entry.file(CA_BUNDLE, bundle))
+    for u in recipe.users:
+        if u.home != "/" and image_path(u.home) not in tree:
+            out.append(Entry.dir(u.home, 0o700, uid=u.uid, gid=u.gid))
+    for f in recipe.folders:
+        out.append(Entry.dir(f.path, f.mode, uid=f.uid, gid=f.gid))
+    for link, target in sorted(recipe.symlinks.items()):
+        if image_path(link) not in tree:
+            out.append(Entry.symlink(link, target))
+    for pkg in lock.packages:
+        out.append(Entry.file(f"var/lib/dpkg/status.d/{pkg.name}", _dpkg_status(pkg)))
+    return out
+
+
+def _config_changes(recipe: Recipe, lock: Lock) -> ConfigChanges:
+    labels = {
+        f"{LABEL}.base.recipe": recipe.name,
+        f"{LABEL}.base.suite": recipe.suite,
+        "org.opencontainers.image.description": recipe.description,
+    }
+    py_pkg = lock.package(recipe.python_package) if recipe.python_package else None
+    if recipe.python_path:
+        version = _upstream(py_pkg.version) if py_pkg else recipe.python_version
+        labels.update({
+            f"{LABEL}.python.version": version,
+            f"{LABEL}.python.path": recipe.python_path,
+            f"{LABEL}.python.site-packages": OCIFORGE_SITE_PACKAGES,
+        })
+    libc = lock.package(recipe.libc_package)
+    if libc is not None:
+        labels[f"{LABEL}.libc"] = "glibc"
+        labels[f"{LABEL}.libc.version"] = ".".join(_upstream(libc.version).split(".")[:2])
+    labels.update(recipe.labels)
+    return ConfigChanges(
+        env=recipe.env, user=recipe.user, labels=labels,
+        cmd=list(recipe.cmd) if recipe.cmd else None,
+        working_dir=recipe.workdir or None,
+    )
+
+
+def _cache_path(kind: str, key: str) -> Path:
+    return default_cache_dir() / "bases" / kind / f"{key.split(':')[-1]}.json"
+
+
+def _write_json_atomic(path: Path, obj: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+    with os.fdopen(fd, "wb") as f:
+        f.write(canonical_json(obj))
+    os.replace(tmp, path)
+
+
+def _packages_layer(recipe: Recipe, lock: Lock, mirror: str, store: BlobStore) -> tuple[Layer, set[str], dict[str, bytes]]:
+    """The layer of all packages' files (cached), the paths in it, and the CA certificates."""
+    debs = [(p, debian.fetch_deb(mirror, p)) for p in lock.packages]
+    key = of_bytes(canonical_json({
+        "format": FORMAT, "date": lock.date, "compression": recipe.compression,
+        "debs": [p.sha256 for p, _ in debs],
+    }))
+    datas = [debian.DebData(path, f"{p.name}_{p.version}_{p.architecture}.deb") for p, path in debs]
+    try:
+        groups = [(d.what, debian.deb_entries(d)) for d in datas]
+        entries = debian.merge_entries(groups)
+        tree = {e.path for e in entries}
+        certs: dict[str, bytes] = {}
+        for d, (p, _path) in zip(datas, debs, strict=True):
+            if p.name == "ca-certificates":
+                certs = d.read_files(lambda s: s.startswith("usr/share/ca-certificates/") and s.endswith(".crt"))
+        cached = _cache_path("layers", key)
+        if cached.is_file():
+            obj = json.loads(cached.read_text())
+            from .manifest import Descriptor
+
+            desc = Descriptor.from_json(obj["descriptor"])
+            if store.has(desc.digest):
+                return Layer(desc, obj["diff_id"]), tree, certs
+        layer = write_layer(entries, store, recipe.compression, epoch=lock.date)
+        _write_json_atomic(cached, {"descriptor": layer.descriptor.to_json(), "diff_id": layer.diff_id})
+        return layer, tree, certs
+    finally:
+        for d in datas:
+            d.close()
+
+
+def build_platform(recipe: Recipe, platform: Platform, *, mirror: str | None = None,
+                   update_lock: bool = False, store: BlobStore | None = None,
+                   keyring: str = debian.DEFAULT_KEYRING) -> Image:
+    """The base image of ``recipe`` for one platform, from its lock (cached, reused when built)."""
+    platform = Platform.parse(platform)
+    arch = platform.debian_arch
+    if arch not in recipe.architectures:
+        raise InvalidInput(
+            f"recipe {recipe.name} is for {', '.join(recipe.architectures)}, not {arch} ({platform})"
+        )
+    store = store or _store()
+    lock = lock_for(recipe, arch, update=update_lock, mirror=mirror, keyring=keyring)
+    key = of_bytes(canonical_json({
+        "format": FORMAT, "recipe": recipe.fingerprint(), "lock": lock.to_json(), "platform": str(platform),
+    }))
+    cached = _load_cached(key, store)
+    if cached is not None:
+        return cached
+    pkg_layer, tree, certs = _packages_layer(recipe, lock, mirror or recipe.mirror, store)
+    sys_layer = write_layer(_system_entries(recipe, lock, certs, tree), store, recipe.compression, epoch=lock.date)
+    img = append(
+        None, [pkg_layer, sys_layer], store_source(store), platform=platform,
+        changes=_config_changes(recipe, lock),
+        history=[
+            f"ociforge base: {len(lock.packages)} Debian {recipe.suite} packages for {arch}",
+            "ociforge base: users, CA bundle, folders",
+        ],
+        created=lock.date, store=store,
+    )
+    store.put_bytes(img.raw_manifest)
+    _write_json_atomic(_cache_path("images", key), {"manifest": img.digest})
+    return img
+
+
+def _load_cached(key: str, store: BlobStore) -> Image | None:
+    path = _cache_path("images", key)
+    if not path.is_file():
+        return None
+    try:
+        digest = json.loads(path.read_text())["manifest"]
+        raw = store.read_bytes(digest)
+        from .image import from_raw
+
+        img = from_raw(raw, store_source(store))
+        if all(store.has(d.digest) for d in img.layers):
+            return img
+    except (NotFound, InvalidInput, ValueError, KeyError):
+        pass
+    return None
+
+
+def build(recipe: Recipe | str, platforms: Iterable[Platform | str] | None = None, **kw) -> dict[Platform, Image]:
+    """The base for each platform (all the recipe's architectures when none are named)."""
+    if not isinstance(recipe, Recipe):
+        recipe = load_recipe(recipe)
+    plats = parse_platforms(list(platforms)) if platforms else recipe.platforms
+    return {p: build_platform(recipe, p, **kw) for p in plats}
+
+
+def build_index(recipe: Recipe | str, platforms: Iterable[Platform | str] | None = None, **kw) -> ImageIndex:
+    images = build(recipe, platforms, **kw)
+    return make_index(list(images.values()))
+
+
+def default_recipe(python: str = "3.11") -> Recipe:
+    """The default recipe for a Python ``major.minor``."""
+    for r in list_recipes():
+        if r.default and r.python_version == python:
+            return r
+    have = sorted({r.python_version for r in list_recipes() if r.default})
+    raise NotFound(f"no default base recipe for Python {python} (have: {', '.join(have) or 'none'})")
+
+
+def default_base(python: str = "3.11", platforms: Iterable[Platform | str] = ("linux/amd64",)) -> dict[Platform, Image]:
+    """The default base for ``python`` on each platform: built once, then reused from the cache."""
+    return build(default_recipe(python), platforms)
+
+
+# ---------------------------------------------------------------------------------------------
+# Any image as a base: finding its Python
+
+
+@dataclass(frozen=True)
+class PythonInfo:
+    """What the model build must know of a base's Python (wheel tags, where to install)."""
+
+    version: str  # "3.11.2" (or "3.11" when the micro version is unknown)
+    path: str  # "/usr/bin/python3.11"
+    libc: str = "glibc"  # or "musl"
+    libc_version: tuple[int, int] | None = None
+    site_packages: str = OCIFORGE_SITE_PACKAGES
+
+    @property
+    def major_minor(self) -> str:
+        return ".".join(self.version.split(".")[:2])
+
+    def labels(self) -> dict[str, str]:
+        out = {
+            f"{LABEL}.python.version": self.version,
+            f"{LABEL}.python.path": self.path,
+            f"{LABEL}.python.site-packages": self.site_packages,
+            f"{LABEL}.libc": self.libc,
+        }
+        if self.libc_version:
+            out[f"{LABEL}.libc.version"] = "%d.%d" % self.libc_version
+        return out
+
+
+_DECLARE = (
+    "declare it: python_info(image, declared=PythonInfo(version='3.12.4', "
+    "path='/usr/local/bin/python3.12', libc='glibc', libc_version=(2, 36))), or on the command line "
+    "--python-version 3.12.4 --python-path /usr/local/bin/python3.12"
+)
+
+
+def _parse_libc_version(text: str) -> tuple[int, int] | None:
+    m = re.fullmatch(r"(\d+)\.(\d+)(?:\..*)?", text.strip())
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def python_info(image: Image, declared: PythonInfo | None = None) -> PythonInfo:
+    """The Python of a base: declared, else from our labels, else found in its config and files."""
+    if declared is not None:
+        return declared
+    labels = image.config.config.labels
+    if labels.get(f"{LABEL}.python.path") and labels.get(f"{LABEL}.python.version"):
+        return PythonInfo(
+            version=labels[f"{LABEL}.python.version"],
+            path=labels[f"{LABEL}.python.path"],
+            libc=labels.get(f"{LABEL}.libc", "glibc"),
+            libc_version=_parse_libc_version(labels.get(f"{LABEL}.libc.version", "")),
+            site_packages=labels.get(f"{LABEL}.python.site-packages", OCIFORGE_SITE_PACKAGES),
+        )
+    return _python_from_files(image)
+
+
+_PY_BIN = re.compile(r"^(usr/local/bin|usr/bin|bin|opt/conda/bin|opt/python/bin)/python(3\.\d+)$")
+_GLIBC = re.compile(r"^(usr/)?lib(64)?/([^/]+/)?(libc\.so\.6|libc-(\d+\.\d+)\.so)$")
+_MUSL = re.compile(r"^(usr/)?lib/ld-musl-[^/]+\.so\.1$")
+_GLIBC_VERSION = re.compile(rb"release version (\d+)\.(\d+)")
+
+
+@dataclass
+class _Found:
+    files: dict[str, tarfile.TarInfo] = field(default_factory=dict)
+    glibc_version: dict[str, tuple[int, int]] = field(default_factory=dict)
+    texts: dict[str, bytes] = field(default_factory=dict)
+
+
+def _interesting(path: str) -> str:
+    if _PY_BIN.match(path) or _MUSL.match(path):
+        return "meta"
+    if _GLIBC.match(path):
+        return "libc"
+    if path in ("var/lib/dpkg/status", "lib/apk/db/installed") or path.startswith("var/lib/dpkg/status.d/"):
+        return "text"
+    return ""
+
+
+def _open_layer_tar(image: Image, desc) -> Iterator[tarfile.TarFile]:
+    raw = image.open_layer(desc)
+    comp = mt.layer_compression(desc.media_type)
+    if comp == "gzip":
+        stream: BinaryIO = gzip.GzipFile(fileobj=raw)
+    elif comp == "zstd":
+        import zstandard
+
+        stream = zstandard.ZstdDecompressor().stream_reader(raw)
+    else:
+        stream = raw
+    return stream, raw
+
+
+def _scan_layers(image: Image) -> _Found:
+    """One streaming pass over the layers, keeping only the few files that say what Python is there."""
+    found = _Found()
+    for desc in image.layers:
+        stream, raw = _open_layer_tar(image, desc)
+        try:
+            with tarfile.open(fileobj=stream, mode="r|") as tar:
+                for ti in tar:
+                    path = image_path(ti.name)
+                    head, _, base = path.rpartition("/")
+                    if base.startswith(".wh."):
+                        hidden = (head + "/" if head else "") + base[4:]
+                        for table in (found.files, found.texts, found.glibc_version):
+                            for k in [k for k in table if k == hidden or k.startswith(hidden + "/") or base == ".wh..wh..opq" and k.startswith(head + "/")]:
+                                del table[k]
+                        continue
+                    kind = _interesting(path)
+                    if not kind:
+                        continue
+                    found.files[path] = ti
+                    if kind == "libc" and ti.isreg():
+                        v = _glibc_version_of(tar.extractfile(ti))
+                        if v:
+                            found.glibc_version[path] = v
+                    elif kind == "text" and ti.isreg() and ti.size < (64 << 20):
+                        f = tar.extractfile(ti)
+                        found.texts[path] = _python_lines(f)
+        except (tarfile.TarError, OSError, EOFError, lzma.LZMAError) as e:
+            raise InvalidInput(f"layer {desc.digest} of the base cannot be read: {e}") from None
+        finally:
+            with contextlib.suppress(Exception):
+                raw.close()
+    return found
+
+
+def _glibc_version_of(f) -> tuple[int, int] | None:
+    tail = b""
+    while chunk := f.read(1 << 20):
+        m = _GLIBC_VERSION.search(tail + chunk)
+        if m:
+            return int(m.group(1)), int(m.group(2))
+        tail = chunk[-64:]
+    return None
+
+
+def _python_lines(f) -> bytes:
+    """The records of a dpkg/apk database that are about Python packages (kept small)."""
+    keep, para = [], []
+    for line in f:
+        if not line.strip():
+            text = b"".join(para)
+            if re.search(rb"^(Package: |P:)(python3|libpython3)", text, re.M):
+                keep.append(text)
+            para = []
+        else:
+            para.append(line)
+    text = b"".join(para)
+    if re.search(rb"^(Package: |P:)(python3|libpython3)", text, re.M):
+        keep.append(text)
+    return b"\n".join(keep)
+
+
+def _python_from_files(image: Image) -> PythonInfo:
+    env = image.config.config.env_dict()
+    found = _scan_layers(image)
+    bins = sorted(
+        (m.group(2), m.group(1), p)
+        for p in found.files
+        if (m := _PY_BIN.match(p))
+    )
+    if not bins:
+        raise NotFound(f"the base image {image.digest} has no Python interpreter (no /usr/bin/python3.X or /usr/local/bin/python3.X); " + _DECLARE)
+    order = {"usr/local/bin": 0, "opt/conda/bin": 1, "opt/python/bin": 1, "usr/bin": 2, "bin": 3}
+    bins.sort(key=lambda b: (order.get(b[1], 9), [-int(x) for x in b[0].split(".")]))
+    mm, _dir, path = bins[0]
+    version = mm
+    if env.get("PYTHON_VERSION", "").startswith(mm + "."):
+        version = env["PYTHON_VERSION"]
+    else:
+        for text in found.texts.values():
+            m = re.search(rb"(?:Package: python%s-minimal\n(?:.*\n)*?Version: |P:python3\nV:)(\S+)" % re.escape(mm.encode()), text)
+            if m:
+                up = _upstream(m.group(1).decode())
+                if up.startswith(mm + "."):
+                    version = up
+                    break
+    libc, libc_version = "glibc", None
+    if any(_MUSL.match(p) for p in found.files):
+        libc = "musl"
+        for text in found.texts.values():
+            m = re.search(rb"P:musl\nV:(\d+\.\d+)", text)
+            if m:
+                libc_version = _parse_libc_version(m.group(1).decode())
+    else:
+        for p in found.files:
+            m = _GLIBC.match(p)
+            if m and m.group(5):
+                libc_version = _parse_libc_version(m.group(5))
+        libc_version = libc_version or next(iter(found.glibc_version.values()), None)
+        if not any(_GLIBC.match(p) for p in found.files):
+            raise NotFound(f"the base image {image.digest} has {'/' + path} but no C library was found; " + _DECLARE)
+    return PythonInfo(version=version, path="/" + path, libc=libc, libc_version=libc_version)

@@ -1,0 +1,227 @@
+"""The CLI end to end: reproducible digests, inspect, and clear refusals that write nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import pytest
+
+from ociforge.transport import open_source
+
+
+def _project(root):
+    (root / "model").mkdir(parents=True)
+    (root / "model" / "weights.bin").write_bytes(bytes(range(256)) * 100)
+    (root / "code").mkdir()
+    (root / "code" / "serve.py").write_text("print('serving')\n")
+    return root
+
+
+def _build(cli, root, dest, **env):
+    out = cli(
+        "assemble",
+        "--add",
+        "code:/app/code",
+        "--add",
+        "model:/app/model",
+        "--entrypoint",
+        '["python3", "/app/code/serve.py"]',
+        "--env",
+        "PORT=8080",
+        "--label",
+        "org.opencontainers.image.title=demo",
+        "--platform",
+        "linux/amd64",
+        "--platform",
+        "linux/arm64",
+        "--compression",
+        "zstd",
+        "--to",
+        f"oci:{dest}:demo",
+        cwd=root,
+        env={"SOURCE_DATE_EPOCH": "1700000000", **env},
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip().rsplit("@", 1)[1]
+
+
+def test_same_inputs_same_digests_in_different_folders_and_times(tmp_path, cli):
+    a = _project(tmp_path / "a")
+    b = tmp_path / "b"
+    shutil.copytree(a, b)
+    os.utime(b / "model" / "weights.bin", (12345, 12345))
+    d1 = _build(cli, a, tmp_path / "out1", OCIFORGE_CACHE=str(tmp_path / "c1"))
+    d2 = _build(cli, b, tmp_path / "out2", OCIFORGE_CACHE=str(tmp_path / "c2"))
+    assert d1 == d2
+    assert (tmp_path / "out1" / "index.json").read_bytes() == (
+        tmp_path / "out2" / "index.json"
+    ).read_bytes()
+
+
+def test_changing_one_file_changes_only_its_layer(tmp_path, cli):
+    root = _project(tmp_path / "p")
+    _build(cli, root, tmp_path / "out", OCIFORGE_CACHE=str(tmp_path / "c"))
+    before = open_source(f"oci:{tmp_path / 'out'}:demo")
+    (root / "code" / "serve.py").write_text("print('serving v2')\n")
+    _build(cli, root, tmp_path / "out", OCIFORGE_CACHE=str(tmp_path / "c"))
+    after = open_source(f"oci:{tmp_path / 'out'}:demo")
+    assert after.digest != before.digest
+    for plat in ("linux/amd64", "linux/arm64"):
+        old, new = before.select(plat), after.select(plat)
+        assert old.digest != new.digest and old.config_descriptor != new.config_descriptor
+        assert old.layers[0] != new.layers[0]  # the code layer
+        assert old.layers[1] == new.layers[1]  # the model layer is untouched
+    # the same layer serves both platforms
+    assert after.select("linux/amd64").layers == after.select("linux/arm64").layers
+
+
+def test_inspect_table_and_json(tmp_path, cli):
+    root = _project(tmp_path / "p")
+    digest = _build(cli, root, tmp_path / "out")
+    table = cli("inspect", f"oci:{tmp_path / 'out'}:demo")
+    assert table.returncode == 0
+    assert digest in table.stdout and "linux/arm64" in table.stdout and "PORT=8080" in table.stdout
+    info = json.loads(cli("inspect", "--json", f"oci:{tmp_path / 'out'}:demo").stdout)
+    assert info["kind"] == "index" and info["digest"] == digest
+    assert [m["platform"] for m in info["manifests"]] == ["linux/amd64", "linux/arm64"]
+    amd = info["manifests"][0]
+    assert amd["config"]["config"]["Entrypoint"] == ["python3", "/app/code/serve.py"]
+    assert len(amd["layers"]) == 2 and all(
+        layer["mediaType"].endswith("+zstd") for layer in amd["layers"]
+    )
+    one = json.loads(
+        cli("inspect", "--json", "--platform", "linux/arm64", f"oci:{tmp_path / 'out'}:demo").stdout
+    )
+    assert one["kind"] == "image" and one["platform"] == "linux/arm64"
+
+
+def test_assemble_on_a_base_keeps_base_layers(tmp_path, cli):
+    root = _project(tmp_path / "p")
+    _build(cli, root, tmp_path / "base")
+    out = cli(
+        "assemble",
+        "--base",
+        f"oci:{tmp_path / 'base'}:demo",
+        "--add",
+        "model/weights.bin:/extra/w.bin",
+        "--env",
+        "EXTRA=1",
+        "--to",
+        f"oci:{tmp_path / 'out'}:on-base",
+        cwd=root,
+    )
+    assert out.returncode == 0, out.stderr
+    base = open_source(f"oci:{tmp_path / 'base'}:demo").select("linux/arm64")
+    new = open_source(f"oci:{tmp_path / 'out'}:on-base").select("linux/arm64")
+    assert new.layers[: len(base.layers)] == base.layers
+    assert len(new.layers) == len(base.layers) + 1
+    assert new.config.diff_ids[: len(base.layers)] == base.config.diff_ids
+    assert len(new.config.history) == len(new.layers)
+    env = new.config.config.env_dict()
+    assert env["PORT"] == "8080" and env["EXTRA"] == "1"
+    assert new.manifest.annotations["org.opencontainers.image.base.digest"] == base.digest
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--add", "code:../escape"], "escapes the image root"),
+        (["--add", "missing:/x"], "cannot read missing"),
+        (["--add", "code:/x", "--platform", "linux/sparc64"], "unknown platform"),
+        (["--add", "code:/x", "--to-tag", "Bad Tag"], "invalid tag"),
+        (["--add", "code:/x", "--env", "NOEQUALS"], "expected KEY=VALUE"),
+        (["--add", "code:/x", "--entrypoint", "[1, 2]"], "JSON array of strings"),
+    ],
+    ids=["escape", "missing", "platform", "tag", "env", "entrypoint"],
+)
+def test_bad_input_is_refused_and_nothing_written(tmp_path, cli, args, message):
+    root = _project(tmp_path / "p")
+    dest = tmp_path / "out"
+    if "--to-tag" in args:
+        i = args.index("--to-tag")
+        to = f"oci:{dest}:{args[i + 1]}"
+        args = args[:i] + args[i + 2 :]
+    else:
+        to = f"oci:{dest}:ok"
+    if "--platform" not in args:
+        args = [*args, "--platform", "linux/amd64"]
+    out = cli("assemble", *args, "--to", to, cwd=root)
+    assert out.returncode == 2
+    assert message in out.stderr
+    assert "Traceback" not in out.stderr
+    assert not dest.exists()
+
+
+def test_symlink_loop_is_refused(tmp_path, cli):
+    root = _project(tmp_path / "p")
+    os.symlink("b", root / "code" / "a")
+    os.symlink("a", root / "code" / "b")
+    out = cli(
+        "assemble",
+        "--add",
+        "code:/app",
+        "--platform",
+        "linux/amd64",
+        "--to",
+        f"oci:{tmp_path / 'out'}",
+        cwd=root,
+    )
+    assert out.returncode == 2 and "symlink loop" in out.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_unreadable_file_is_refused(tmp_path, cli):
+    root = _project(tmp_path / "p")
+    secret = root / "code" / "secret.key"
+    secret.write_text("k")
+    secret.chmod(0)
+    out = cli(
+        "assemble",
+        "--add",
+        "code:/app",
+        "--platform",
+        "linux/amd64",
+        "--to",
+        f"oci:{tmp_path / 'out'}",
+        cwd=root,
+        unprivileged=True,
+    )
+    assert out.returncode == 2
+    assert "secret.key" in out.stderr and "ermission denied" in out.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_unwritable_destination_is_refused(tmp_path, cli):
+    root = _project(tmp_path / "p")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    for to in (
+        f"oci:{ro / 'layout'}",
+        f"oci-archive:{ro / 'a.tar'}",
+        f"docker-archive:{ro / 'd.tar'}:x:1",
+    ):
+        out = cli(
+            "assemble",
+            "--add",
+            "code:/app",
+            "--platform",
+            "linux/amd64",
+            "--to",
+            to,
+            cwd=root,
+            unprivileged=True,
+            env={"OCIFORGE_CACHE": str(tmp_path / "cache")},
+        )
+        assert out.returncode == 2, (to, out.stderr)
+        assert str(ro) in out.stderr and "Traceback" not in out.stderr
+    assert list(ro.iterdir()) == []
+
+
+def test_unknown_source_errors(tmp_path, cli):
+    out = cli("inspect", f"oci:{tmp_path / 'nothing'}:x")
+    assert out.returncode == 2 and "not an OCI layout" in out.stderr
+    out = cli("inspect", "ftp://example/x")
+    assert out.returncode == 2 and "unknown transport" in out.stderr
