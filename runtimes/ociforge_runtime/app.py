@@ -84,6 +84,7 @@ def create_app(
     exporter: Exporter | None = None,
     shutdown: Callable[[], None] | None = None,
     on_model_error: Callable[[ModelError], None] | None = None,
+    log_model_errors: bool = True,
 ) -> Flask:
     """Build the WSGI app around a ``Predictor`` (which may still be loading)."""
     app = Flask("ociforge_runtime")
@@ -100,7 +101,7 @@ def create_app(
         request.environ[ROUTE_KEY] = rule.rule if rule is not None else "<unmatched>"
 
     def error_body(exc: Exception, extra: dict[str, Any] | None = None) -> Response:
-        if isinstance(exc, ModelError):
+        if isinstance(exc, ModelError) and log_model_errors:
             original = exc.original or exc
             logs.event(
                 "model_error",
@@ -109,8 +110,8 @@ def create_app(
                 error=exc.message,
                 traceback=logs.format_exception(original),
             )
-            if on_model_error is not None:
-                on_model_error(exc)
+        if isinstance(exc, ModelError) and on_model_error is not None:
+            on_model_error(exc)
         if isinstance(exc, RuntimeHTTPError):
             status, message = exc.status, exc.message
         elif isinstance(exc, RequestEntityTooLarge):
