@@ -27,7 +27,7 @@ import re
 import tarfile
 import tempfile
 import tomllib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -116,15 +116,19 @@ class Recipe:
     def resolution_inputs(self) -> dict:
         """What the lock was resolved from; a lock made from other inputs is stale."""
         return {
-            "suite": self.suite, "components": list(self.components),
-            "packages": sorted(self.packages), "exclude": sorted(self.exclude),
+            "suite": self.suite,
+            "components": list(self.components),
+            "packages": sorted(self.packages),
+            "exclude": sorted(self.exclude),
             "prefer": list(self.prefer),
         }
 
     def fingerprint(self) -> str:
         """A hash of everything in the recipe that shapes the image (not mirror or description)."""
         obj = {
-            k: v for k, v in _recipe_json(self).items() if k not in ("mirror", "description", "path")
+            k: v
+            for k, v in _recipe_json(self).items()
+            if k not in ("mirror", "description", "path")
         }
         obj["extra_ca_certs"] = [of_bytes(p.read_bytes()) for p in self.extra_ca_certs]
         return of_bytes(canonical_json(obj))
@@ -147,13 +151,13 @@ def _mode(value, where: str) -> int:
     try:
         return int(str(value), 8)
     except ValueError:
-        raise InvalidInput(f"{where}: mode {value!r} is not octal (like \"1777\")") from None
+        raise InvalidInput(f'{where}: mode {value!r} is not octal (like "1777")') from None
 
 
 def load_recipe(name_or_path: str | os.PathLike) -> Recipe:
     """A recipe by name (``python3.11-bookworm``, from :func:`recipes_dir`) or by path to a .toml."""
     path = Path(name_or_path)
-    if not path.suffix == ".toml" and not path.exists():
+    if path.suffix != ".toml" and not path.exists():
         path = recipes_dir() / f"{name_or_path}.toml"
     if not path.is_file():
         known = ", ".join(r.name for r in list_recipes()) or "none"
@@ -167,12 +171,22 @@ def load_recipe(name_or_path: str | os.PathLike) -> Recipe:
         deb = doc["debian"]
         py = doc.get("python", {})
         users = tuple(
-            User(u["name"], int(u["uid"]), int(u.get("gid", u["uid"])), u.get("home", f"/home/{u['name']}"),
-                 u.get("shell", "/sbin/nologin"))
+            User(
+                u["name"],
+                int(u["uid"]),
+                int(u.get("gid", u["uid"])),
+                u.get("home", f"/home/{u['name']}"),
+                u.get("shell", "/sbin/nologin"),
+            )
             for u in doc.get("users", [])
         )
         folders = tuple(
-            Folder(f["path"], _mode(f.get("mode", "0755"), where), int(f.get("uid", 0)), int(f.get("gid", f.get("uid", 0))))
+            Folder(
+                f["path"],
+                _mode(f.get("mode", "0755"), where),
+                int(f.get("uid", 0)),
+                int(f.get("gid", f.get("uid", 0))),
+            )
             for f in doc.get("folders", [])
         )
         cfg = doc.get("config", {})
@@ -199,7 +213,9 @@ def load_recipe(name_or_path: str | os.PathLike) -> Recipe:
             user=str(cfg.get("user", "65532:65532")),
             workdir=cfg.get("workdir", ""),
             cmd=tuple(cfg.get("cmd", [py["path"]] if py.get("path") else [])),
-            extra_ca_certs=tuple((path.parent / p).resolve() for p in doc.get("ca_certificates", {}).get("extra", [])),
+            extra_ca_certs=tuple(
+                (path.parent / p).resolve() for p in doc.get("ca_certificates", {}).get("extra", [])
+            ),
             compression=doc.get("compression", "gzip"),
             default=bool(doc.get("default", False)),
         )
@@ -238,8 +254,11 @@ class Lock:
 
     def to_json(self) -> dict:
         return {
-            "recipe": self.recipe, "architecture": self.architecture, "suite": self.suite,
-            "date": self.date, "inputs": self.inputs,
+            "recipe": self.recipe,
+            "architecture": self.architecture,
+            "suite": self.suite,
+            "date": self.date,
+            "inputs": self.inputs,
             "packages": [p.lock_json() for p in self.packages],
         }
 
@@ -247,8 +266,11 @@ class Lock:
     def from_json(cls, obj: dict, where: str) -> Lock:
         try:
             return cls(
-                recipe=obj["recipe"], architecture=obj["architecture"], suite=obj["suite"],
-                date=int(obj["date"]), inputs=obj["inputs"],
+                recipe=obj["recipe"],
+                architecture=obj["architecture"],
+                suite=obj["suite"],
+                date=int(obj["date"]),
+                inputs=obj["inputs"],
                 packages=tuple(debian.Package.from_lock(p) for p in obj["packages"]),
             )
         except (KeyError, TypeError, ValueError) as e:
@@ -258,12 +280,16 @@ class Lock:
         return next((p for p in self.packages if p.name == name), None)
 
 
-def resolve_lock(recipe: Recipe, arch: str, mirror: str | None = None, keyring: str = debian.DEFAULT_KEYRING) -> Lock:
+def resolve_lock(
+    recipe: Recipe, arch: str, mirror: str | None = None, keyring: str = debian.DEFAULT_KEYRING
+) -> Lock:
     """Resolve the recipe against the mirror's current, signature-checked index."""
     release = debian.fetch_release(mirror or recipe.mirror, recipe.suite, keyring)
     index = debian.fetch_index(release, arch, recipe.components)
     pkgs = debian.resolve(index, recipe.packages, recipe.exclude, recipe.prefer)
-    return Lock(recipe.name, arch, recipe.suite, release.date, recipe.resolution_inputs(), tuple(pkgs))
+    return Lock(
+        recipe.name, arch, recipe.suite, release.date, recipe.resolution_inputs(), tuple(pkgs)
+    )
 
 
 def write_lock(lock: Lock, path: Path) -> None:
@@ -292,8 +318,14 @@ def read_lock(recipe: Recipe, arch: str) -> Lock | None:
     return lock
 
 
-def lock_for(recipe: Recipe, arch: str, *, update: bool = False, mirror: str | None = None,
-             keyring: str = debian.DEFAULT_KEYRING) -> Lock:
+def lock_for(
+    recipe: Recipe,
+    arch: str,
+    *,
+    update: bool = False,
+    mirror: str | None = None,
+    keyring: str = debian.DEFAULT_KEYRING,
+) -> Lock:
     """The committed lock, or (when there is none, or ``update``) a fresh one, written next to it."""
     lock = None if update else read_lock(recipe, arch)
     if lock is None:
@@ -311,7 +343,9 @@ def _store() -> BlobStore:
 
 
 def _passwd(users: Iterable[User]) -> bytes:
-    return "".join(f"{u.name}:x:{u.uid}:{u.gid}:{u.name}:{u.home}:{u.shell}\n" for u in users).encode()
+    return "".join(
+        f"{u.name}:x:{u.uid}:{u.gid}:{u.name}:{u.home}:{u.shell}\n" for u in users
+    ).encode()
 
 
 def _group(users: Iterable[User]) -> bytes:
@@ -335,12 +369,16 @@ def _upstream(version: str) -> str:
     return version.split(":", 1)[-1].rsplit("-", 1)[0].split("+", 1)[0]
 
 
-def _system_entries(recipe: Recipe, lock: Lock, certs: dict[str, bytes], tree: set[str]) -> list[Entry]:
+def _system_entries(
+    recipe: Recipe, lock: Lock, certs: dict[str, bytes], tree: set[str]
+) -> list[Entry]:
     """What maintainer scripts would have made that a container needs."""
     out = [
         Entry.file("etc/passwd", _passwd(recipe.users)),
         Entry.file("etc/group", _group(recipe.users)),
-        Entry.file("etc/nsswitch.conf", b"passwd: files\ngroup: files\nshadow: files\nhosts: files dns\n"),
+        Entry.file(
+            "etc/nsswitch.conf", b"passwd: files\ngroup: files\nshadow: files\nhosts: files dns\n"
+        ),
     ]
     if certs or recipe.extra_ca_certs:
         bundle = b"".join(c if c.endswith(b"\n") else c + b"\n" for _p, c in sorted(certs.items()))
@@ -370,18 +408,22 @@ def _config_changes(recipe: Recipe, lock: Lock) -> ConfigChanges:
     py_pkg = lock.package(recipe.python_package) if recipe.python_package else None
     if recipe.python_path:
         version = _upstream(py_pkg.version) if py_pkg else recipe.python_version
-        labels.update({
-            f"{LABEL}.python.version": version,
-            f"{LABEL}.python.path": recipe.python_path,
-            f"{LABEL}.python.site-packages": OCIFORGE_SITE_PACKAGES,
-        })
+        labels.update(
+            {
+                f"{LABEL}.python.version": version,
+                f"{LABEL}.python.path": recipe.python_path,
+                f"{LABEL}.python.site-packages": OCIFORGE_SITE_PACKAGES,
+            }
+        )
     libc = lock.package(recipe.libc_package)
     if libc is not None:
         labels[f"{LABEL}.libc"] = "glibc"
         labels[f"{LABEL}.libc.version"] = ".".join(_upstream(libc.version).split(".")[:2])
     labels.update(recipe.labels)
     return ConfigChanges(
-        env=recipe.env, user=recipe.user, labels=labels,
+        env=recipe.env,
+        user=recipe.user,
+        labels=labels,
         cmd=list(recipe.cmd) if recipe.cmd else None,
         working_dir=recipe.workdir or None,
     )
@@ -399,13 +441,21 @@ def _write_json_atomic(path: Path, obj: dict) -> None:
     os.replace(tmp, path)
 
 
-def _packages_layer(recipe: Recipe, lock: Lock, mirror: str, store: BlobStore) -> tuple[Layer, set[str], dict[str, bytes]]:
+def _packages_layer(
+    recipe: Recipe, lock: Lock, mirror: str, store: BlobStore
+) -> tuple[Layer, set[str], dict[str, bytes]]:
     """The layer of all packages' files (cached), the paths in it, and the CA certificates."""
     debs = [(p, debian.fetch_deb(mirror, p)) for p in lock.packages]
-    key = of_bytes(canonical_json({
-        "format": FORMAT, "date": lock.date, "compression": recipe.compression,
-        "debs": [p.sha256 for p, _ in debs],
-    }))
+    key = of_bytes(
+        canonical_json(
+            {
+                "format": FORMAT,
+                "date": lock.date,
+                "compression": recipe.compression,
+                "debs": [p.sha256 for p, _ in debs],
+            }
+        )
+    )
     datas = [debian.DebData(path, f"{p.name}_{p.version}_{p.architecture}.deb") for p, path in debs]
     try:
         groups = [(d.what, debian.deb_entries(d)) for d in datas]
@@ -414,7 +464,9 @@ def _packages_layer(recipe: Recipe, lock: Lock, mirror: str, store: BlobStore) -
         certs: dict[str, bytes] = {}
         for d, (p, _path) in zip(datas, debs, strict=True):
             if p.name == "ca-certificates":
-                certs = d.read_files(lambda s: s.startswith("usr/share/ca-certificates/") and s.endswith(".crt"))
+                certs = d.read_files(
+                    lambda s: s.startswith("usr/share/ca-certificates/") and s.endswith(".crt")
+                )
         cached = _cache_path("layers", key)
         if cached.is_file():
             obj = json.loads(cached.read_text())
@@ -424,16 +476,24 @@ def _packages_layer(recipe: Recipe, lock: Lock, mirror: str, store: BlobStore) -
             if store.has(desc.digest):
                 return Layer(desc, obj["diff_id"]), tree, certs
         layer = write_layer(entries, store, recipe.compression, epoch=lock.date)
-        _write_json_atomic(cached, {"descriptor": layer.descriptor.to_json(), "diff_id": layer.diff_id})
+        _write_json_atomic(
+            cached, {"descriptor": layer.descriptor.to_json(), "diff_id": layer.diff_id}
+        )
         return layer, tree, certs
     finally:
         for d in datas:
             d.close()
 
 
-def build_platform(recipe: Recipe, platform: Platform, *, mirror: str | None = None,
-                   update_lock: bool = False, store: BlobStore | None = None,
-                   keyring: str = debian.DEFAULT_KEYRING) -> Image:
+def build_platform(
+    recipe: Recipe,
+    platform: Platform,
+    *,
+    mirror: str | None = None,
+    update_lock: bool = False,
+    store: BlobStore | None = None,
+    keyring: str = debian.DEFAULT_KEYRING,
+) -> Image:
     """The base image of ``recipe`` for one platform, from its lock (cached, reused when built)."""
     platform = Platform.parse(platform)
     arch = platform.debian_arch
@@ -443,22 +503,35 @@ def build_platform(recipe: Recipe, platform: Platform, *, mirror: str | None = N
         )
     store = store or _store()
     lock = lock_for(recipe, arch, update=update_lock, mirror=mirror, keyring=keyring)
-    key = of_bytes(canonical_json({
-        "format": FORMAT, "recipe": recipe.fingerprint(), "lock": lock.to_json(), "platform": str(platform),
-    }))
+    key = of_bytes(
+        canonical_json(
+            {
+                "format": FORMAT,
+                "recipe": recipe.fingerprint(),
+                "lock": lock.to_json(),
+                "platform": str(platform),
+            }
+        )
+    )
     cached = _load_cached(key, store)
     if cached is not None:
         return cached
     pkg_layer, tree, certs = _packages_layer(recipe, lock, mirror or recipe.mirror, store)
-    sys_layer = write_layer(_system_entries(recipe, lock, certs, tree), store, recipe.compression, epoch=lock.date)
+    sys_layer = write_layer(
+        _system_entries(recipe, lock, certs, tree), store, recipe.compression, epoch=lock.date
+    )
     img = append(
-        None, [pkg_layer, sys_layer], store_source(store), platform=platform,
+        None,
+        [pkg_layer, sys_layer],
+        store_source(store),
+        platform=platform,
         changes=_config_changes(recipe, lock),
         history=[
             f"ociforge base: {len(lock.packages)} Debian {recipe.suite} packages for {arch}",
             "ociforge base: users, CA bundle, folders",
         ],
-        created=lock.date, store=store,
+        created=lock.date,
+        store=store,
     )
     store.put_bytes(img.raw_manifest)
     _write_json_atomic(_cache_path("images", key), {"manifest": img.digest})
@@ -482,7 +555,9 @@ def _load_cached(key: str, store: BlobStore) -> Image | None:
     return None
 
 
-def build(recipe: Recipe | str, platforms: Iterable[Platform | str] | None = None, **kw) -> dict[Platform, Image]:
+def build(
+    recipe: Recipe | str, platforms: Iterable[Platform | str] | None = None, **kw
+) -> dict[Platform, Image]:
     """The base for each platform (all the recipe's architectures when none are named)."""
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe)
@@ -490,7 +565,9 @@ def build(recipe: Recipe | str, platforms: Iterable[Platform | str] | None = Non
     return {p: build_platform(recipe, p, **kw) for p in plats}
 
 
-def build_index(recipe: Recipe | str, platforms: Iterable[Platform | str] | None = None, **kw) -> ImageIndex:
+def build_index(
+    recipe: Recipe | str, platforms: Iterable[Platform | str] | None = None, **kw
+) -> ImageIndex:
     images = build(recipe, platforms, **kw)
     return make_index(list(images.values()))
 
@@ -501,10 +578,14 @@ def default_recipe(python: str = "3.11") -> Recipe:
         if r.default and r.python_version == python:
             return r
     have = sorted({r.python_version for r in list_recipes() if r.default})
-    raise NotFound(f"no default base recipe for Python {python} (have: {', '.join(have) or 'none'})")
+    raise NotFound(
+        f"no default base recipe for Python {python} (have: {', '.join(have) or 'none'})"
+    )
 
 
-def default_base(python: str = "3.11", platforms: Iterable[Platform | str] = ("linux/amd64",)) -> dict[Platform, Image]:
+def default_base(
+    python: str = "3.11", platforms: Iterable[Platform | str] = ("linux/amd64",)
+) -> dict[Platform, Image]:
     """The default base for ``python`` on each platform: built once, then reused from the cache."""
     return build(default_recipe(python), platforms)
 
@@ -535,7 +616,7 @@ class PythonInfo:
             f"{LABEL}.libc": self.libc,
         }
         if self.libc_version:
-            out[f"{LABEL}.libc.version"] = "%d.%d" % self.libc_version
+            out[f"{LABEL}.libc.version"] = f"{self.libc_version[0]}.{self.libc_version[1]}"
         return out
 
 
@@ -585,12 +666,14 @@ def _interesting(path: str) -> str:
         return "meta"
     if _GLIBC.match(path):
         return "libc"
-    if path in ("var/lib/dpkg/status", "lib/apk/db/installed") or path.startswith("var/lib/dpkg/status.d/"):
+    if path in ("var/lib/dpkg/status", "lib/apk/db/installed") or path.startswith(
+        "var/lib/dpkg/status.d/"
+    ):
         return "text"
     return ""
 
 
-def _open_layer_tar(image: Image, desc) -> Iterator[tarfile.TarFile]:
+def _open_layer_tar(image: Image, desc) -> tuple[BinaryIO, BinaryIO]:
     raw = image.open_layer(desc)
     comp = mt.layer_compression(desc.media_type)
     if comp == "gzip":
@@ -617,7 +700,14 @@ def _scan_layers(image: Image) -> _Found:
                     if base.startswith(".wh."):
                         hidden = (head + "/" if head else "") + base[4:]
                         for table in (found.files, found.texts, found.glibc_version):
-                            for k in [k for k in table if k == hidden or k.startswith(hidden + "/") or base == ".wh..wh..opq" and k.startswith(head + "/")]:
+                            for k in [
+                                k
+                                for k in table
+                                if k == hidden
+                                or k.startswith(hidden + "/")
+                                or base == ".wh..wh..opq"
+                                and k.startswith(head + "/")
+                            ]:
                                 del table[k]
                         continue
                     kind = _interesting(path)
@@ -669,13 +759,12 @@ def _python_lines(f) -> bytes:
 def _python_from_files(image: Image) -> PythonInfo:
     env = image.config.config.env_dict()
     found = _scan_layers(image)
-    bins = sorted(
-        (m.group(2), m.group(1), p)
-        for p in found.files
-        if (m := _PY_BIN.match(p))
-    )
+    bins = sorted((m.group(2), m.group(1), p) for p in found.files if (m := _PY_BIN.match(p)))
     if not bins:
-        raise NotFound(f"the base image {image.digest} has no Python interpreter (no /usr/bin/python3.X or /usr/local/bin/python3.X); " + _DECLARE)
+        raise NotFound(
+            f"the base image {image.digest} has no Python interpreter (no /usr/bin/python3.X or /usr/local/bin/python3.X); "
+            + _DECLARE
+        )
     order = {"usr/local/bin": 0, "opt/conda/bin": 1, "opt/python/bin": 1, "usr/bin": 2, "bin": 3}
     bins.sort(key=lambda b: (order.get(b[1], 9), [-int(x) for x in b[0].split(".")]))
     mm, _dir, path = bins[0]
@@ -684,7 +773,11 @@ def _python_from_files(image: Image) -> PythonInfo:
         version = env["PYTHON_VERSION"]
     else:
         for text in found.texts.values():
-            m = re.search(rb"(?:Package: python%s-minimal\n(?:.*\n)*?Version: |P:python3\nV:)(\S+)" % re.escape(mm.encode()), text)
+            m = re.search(
+                rb"(?:Package: python%s-minimal\n(?:.*\n)*?Version: |P:python3\nV:)(\S+)"
+                % re.escape(mm.encode()),
+                text,
+            )
             if m:
                 up = _upstream(m.group(1).decode())
                 if up.startswith(mm + "."):
@@ -704,5 +797,8 @@ def _python_from_files(image: Image) -> PythonInfo:
                 libc_version = _parse_libc_version(m.group(5))
         libc_version = libc_version or next(iter(found.glibc_version.values()), None)
         if not any(_GLIBC.match(p) for p in found.files):
-            raise NotFound(f"the base image {image.digest} has {'/' + path} but no C library was found; " + _DECLARE)
+            raise NotFound(
+                f"the base image {image.digest} has {'/' + path} but no C library was found; "
+                + _DECLARE
+            )
     return PythonInfo(version=version, path="/" + path, libc=libc, libc_version=libc_version)

@@ -53,8 +53,18 @@ DEFAULT_KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 USRMERGE_ALIASES = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
 _PRIORITY = {"required": 0, "important": 1, "standard": 2, "optional": 3, "extra": 4}
 _INDEX_FIELDS = {
-    "Package", "Version", "Architecture", "Depends", "Pre-Depends", "Provides", "Filename",
-    "SHA256", "Size", "Priority", "Essential", "Source",
+    "Package",
+    "Version",
+    "Architecture",
+    "Depends",
+    "Pre-Depends",
+    "Provides",
+    "Filename",
+    "SHA256",
+    "Size",
+    "Priority",
+    "Essential",
+    "Source",
 }
 
 
@@ -126,13 +136,17 @@ class Release:
     files: dict[str, tuple[str, int]] = field(default_factory=dict)  # path -> (sha256 hex, size)
 
 
-def verify_inrelease(signed: bytes, keyring: str = DEFAULT_KEYRING, what: str = "InRelease") -> bytes:
+def verify_inrelease(
+    signed: bytes, keyring: str = DEFAULT_KEYRING, what: str = "InRelease"
+) -> bytes:
     """The text gpgv verified in a clearsigned file; raise :class:`BadSignature` otherwise.
 
     Only gpgv's own output is trusted, never the unverified text around the signature.
     """
     if not os.path.isfile(keyring):
-        raise NotFound(f"keyring {keyring} not found (install debian-archive-keyring, or pass --keyring)")
+        raise NotFound(
+            f"keyring {keyring} not found (install debian-archive-keyring, or pass --keyring)"
+        )
     with tempfile.TemporaryDirectory(prefix="ociforge-gpgv-") as tmp:
         src, out = os.path.join(tmp, "InRelease"), os.path.join(tmp, "Release")
         with open(src, "wb") as f:
@@ -140,13 +154,18 @@ def verify_inrelease(signed: bytes, keyring: str = DEFAULT_KEYRING, what: str = 
         try:
             proc = subprocess.run(
                 ["gpgv", "--keyring", keyring, "--status-fd", "1", "--output", out, src],
-                capture_output=True, timeout=60,
+                capture_output=True,
+                timeout=60,
             )
         except FileNotFoundError:
-            raise NotFound("gpgv not found: install the gpgv package to verify Debian archives") from None
+            raise NotFound(
+                "gpgv not found: install the gpgv package to verify Debian archives"
+            ) from None
         status = proc.stdout.decode(errors="replace")
         if proc.returncode != 0 or "[GNUPG:] VALIDSIG" not in status:
-            reason = "bad signature" if "BADSIG" in status else "no valid signature from the keyring"
+            reason = (
+                "bad signature" if "BADSIG" in status else "no valid signature from the keyring"
+            )
             raise BadSignature(f"{what}: {reason} (keyring {keyring}); refusing to use it")
         with open(out, "rb") as f:
             return f.read()
@@ -175,8 +194,12 @@ def parse_release(text: str, mirror: str, suite: str) -> Release:
     except (KeyError, TypeError, ValueError):
         raise InvalidInput(f"{mirror}/dists/{suite}/InRelease has no valid Date") from None
     return Release(
-        mirror=mirror, suite=suite, codename=fields.get("Codename", suite), date=date,
-        by_hash=fields.get("Acquire-By-Hash", "").lower() == "yes", files=files,
+        mirror=mirror,
+        suite=suite,
+        codename=fields.get("Codename", suite),
+        date=date,
+        by_hash=fields.get("Acquire-By-Hash", "").lower() == "yes",
+        files=files,
     )
 
 
@@ -213,8 +236,12 @@ class Package:
 
     def lock_json(self) -> dict:
         return {
-            "name": self.name, "version": self.version, "architecture": self.architecture,
-            "filename": self.filename, "sha256": self.sha256, "size": self.size,
+            "name": self.name,
+            "version": self.version,
+            "architecture": self.architecture,
+            "filename": self.filename,
+            "sha256": self.sha256,
+            "size": self.size,
             "source": self.source or self.name,
         }
 
@@ -222,8 +249,12 @@ class Package:
     def from_lock(cls, obj: dict) -> Package:
         try:
             return cls(
-                name=obj["name"], version=obj["version"], architecture=obj["architecture"],
-                filename=obj["filename"], sha256=obj["sha256"], size=int(obj["size"]),
+                name=obj["name"],
+                version=obj["version"],
+                architecture=obj["architecture"],
+                filename=obj["filename"],
+                sha256=obj["sha256"],
+                size=int(obj["size"]),
                 source=obj.get("source", ""),
             )
         except (KeyError, TypeError, ValueError) as e:
@@ -284,10 +315,16 @@ def _parse_index(stream: BinaryIO, arch: str, index: PackageIndex) -> None:
             continue
         index.add(
             Package(
-                name=p["Package"], version=p["Version"], architecture=p["Architecture"],
-                filename=p["Filename"], sha256=p["SHA256"], size=int(p.get("Size", "0")),
-                depends=p.get("Depends", ""), pre_depends=p.get("Pre-Depends", ""),
-                provides=p.get("Provides", ""), priority=p.get("Priority", ""),
+                name=p["Package"],
+                version=p["Version"],
+                architecture=p["Architecture"],
+                filename=p["Filename"],
+                sha256=p["SHA256"],
+                size=int(p.get("Size", "0")),
+                depends=p.get("Depends", ""),
+                pre_depends=p.get("Pre-Depends", ""),
+                provides=p.get("Provides", ""),
+                priority=p.get("Priority", ""),
                 essential=p.get("Essential", "").lower() == "yes",
                 source=p.get("Source", "").split(" ")[0],
             )
@@ -295,7 +332,10 @@ def _parse_index(stream: BinaryIO, arch: str, index: PackageIndex) -> None:
 
 
 def fetch_index(
-    release: Release, arch: str, components: Iterable[str] = ("main",), cache_dir: Path | None = None
+    release: Release,
+    arch: str,
+    components: Iterable[str] = ("main",),
+    cache_dir: Path | None = None,
 ) -> PackageIndex:
     """Download (or reuse from the cache) and parse the verified ``Packages`` indexes."""
     cache = (cache_dir or default_cache_dir()) / "debian-indexes"
@@ -315,7 +355,9 @@ def fetch_index(
         if not path.is_file():
             base = f"{release.mirror}/dists/{release.suite}"
             url = (
-                f"{base}/{comp}/binary-{arch}/by-hash/SHA256/{sha}" if release.by_hash else f"{base}/{rel}"
+                f"{base}/{comp}/binary-{arch}/by-hash/SHA256/{sha}"
+                if release.by_hash
+                else f"{base}/{rel}"
             )
             _download(url, path, sha, what=rel)
         with opener(path, "rb") as f:
@@ -368,7 +410,9 @@ def resolve(
         for pkg in index.candidates(rel["name"]):
             if _satisfies(pkg.version, rel.get("version")):
                 return pkg
-        provs = [p for p, v in index.providers.get(rel["name"], ()) if _satisfies(v, rel.get("version"))]
+        provs = [
+            p for p, v in index.providers.get(rel["name"], ()) if _satisfies(v, rel.get("version"))
+        ]
         provs = [p for p in provs if p.name not in exclude]
         if not provs:
             return None
@@ -385,7 +429,9 @@ def resolve(
         chosen[pkg.name] = pkg
         for group in _relations(pkg.provides):
             for rel in group:
-                provided.setdefault(rel["name"], []).append(rel["version"][1] if rel.get("version") else "")
+                provided.setdefault(rel["name"], []).append(
+                    rel["version"][1] if rel.get("version") else ""
+                )
         queue.append(pkg)
 
     queue: list[Package] = []
@@ -582,7 +628,9 @@ class DebData:
                     path = usrmerged(image_path(ti.name))
                     if ti.isreg() and match(path):
                         if ti.size > max_size:
-                            raise InvalidInput(f"{self.what}: /{path} is larger than {max_size} bytes")
+                            raise InvalidInput(
+                                f"{self.what}: /{path} is larger than {max_size} bytes"
+                            )
                         f = tar.extractfile(ti)
                         out[path] = f.read() if f is not None else b""
         except (tarfile.TarError, lzma.LZMAError, EOFError) as e:
@@ -654,7 +702,11 @@ def merge_entries(groups: Iterable[tuple[str, list[Entry]]]) -> list[Entry]:
             other_owner, other = prev
             if e.kind == other.kind == "dir":
                 continue
-            if e.kind == other.kind and e.kind in ("symlink", "hardlink") and e.linkname == other.linkname:
+            if (
+                e.kind == other.kind
+                and e.kind in ("symlink", "hardlink")
+                and e.linkname == other.linkname
+            ):
                 continue
             raise InvalidInput(
                 f"/{e.path} is shipped by both {other_owner} ({other.kind}) and {owner} ({e.kind}); "
