@@ -166,9 +166,13 @@ class Authenticator:
     def refused(self, what: str = "") -> AuthError:
         """The error for credentials a registry or realm would not accept."""
         if self.credential is None:
-            return self._missing() if not what else AuthError(
-                f"{self.registry}: anonymous access is not allowed to {what}; log in first "
-                f"('ociforge login {self.registry}')"
+            return (
+                self._missing()
+                if not what
+                else AuthError(
+                    f"{self.registry}: anonymous access is not allowed to {what}; log in first "
+                    f"('ociforge login {self.registry}')"
+                )
             )
         target = f" to {what}" if what else ""
         return AuthError(

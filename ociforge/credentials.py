@@ -195,7 +195,9 @@ def _from_helper(helper: str, registry: str, source: str) -> Credential | None:
     try:
         data = json.loads(out)
     except ValueError:
-        raise CredentialError(f"credential helper docker-credential-{helper} printed no JSON") from None
+        raise CredentialError(
+            f"credential helper docker-credential-{helper} printed no JSON"
+        ) from None
     user, secret = data.get("Username", ""), data.get("Secret", "")
     where = f"credential helper docker-credential-{helper} ({source})"
     if user == "<token>":
@@ -282,8 +284,10 @@ def store(registry: str, cred: Credential, path: Path | None = None) -> str:
         return f"credential helper docker-credential-{helper}"
     entry: dict = {"auth": base64.b64encode(f"{cred.username}:{cred.password}".encode()).decode()}
     if cred.identity_token:
-        entry = {"auth": base64.b64encode(f"{cred.username}:".encode()).decode(),
-                 "identitytoken": cred.identity_token}
+        entry = {
+            "auth": base64.b64encode(f"{cred.username}:".encode()).decode(),
+            "identitytoken": cred.identity_token,
+        }
     auths = data.setdefault("auths", {})
     for k in [k for k in auths if _key_matches(k, registry, "") == 1 and k != key]:
         del auths[k]

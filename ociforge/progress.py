@@ -147,9 +147,7 @@ class TtyProgress(Progress):
             frac = min(sent / desc.size, 1.0) if desc.size else 1.0
             fill = int(frac * self.WIDTH)
             bar = "#" * fill + "-" * (self.WIDTH - fill)
-            self.stream.write(
-                f"  {short(desc.digest)} [{bar}] {human(sent)}/{human(desc.size)}\n"
-            )
+            self.stream.write(f"  {short(desc.digest)} [{bar}] {human(sent)}/{human(desc.size)}\n")
             self._drawn += 1
         self.stream.flush()
 

@@ -87,15 +87,22 @@ def is_dns_error(e: BaseException) -> bool:
     text = repr(e)
     return any(
         s in text
-        for s in ("NameResolutionError", "Name or service not known", "nodename nor servname",
-                  "Temporary failure in name resolution", "No address associated")
+        for s in (
+            "NameResolutionError",
+            "Name or service not known",
+            "nodename nor servname",
+            "Temporary failure in name resolution",
+            "No address associated",
+        )
     )
 
 
 def _is_cert_error(e: BaseException) -> bool:
     text = repr(e)
-    return "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text or (
-        "hostname" in text and "match" in text
+    return (
+        "CERTIFICATE_VERIFY_FAILED" in text
+        or "certificate verify failed" in text
+        or ("hostname" in text and "match" in text)
     )
 
 
@@ -244,8 +251,7 @@ class Client:
                 resp.close()
                 return
         raise OciforgeError(
-            f"cannot connect to registry {self.registry}"
-            + (f": {_short(last)}" if last else "")
+            f"cannot connect to registry {self.registry}" + (f": {_short(last)}" if last else "")
         )
 
     def url(self, path_or_url: str) -> str:
@@ -294,11 +300,18 @@ class Client:
             try:
                 resp = self._send(method, url, hdrs, data, stream)
             except requests.exceptions.SSLError as e:
-                raise OciforgeError(f"{self.registry}: TLS error during {what}: {_short(e)}") from None
-            except (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
-                    requests.exceptions.ChunkedEncodingError) as e:
+                raise OciforgeError(
+                    f"{self.registry}: TLS error during {what}: {_short(e)}"
+                ) from None
+            except (
+                requests.exceptions.ConnectionError,
+                requests.exceptions.Timeout,
+                requests.exceptions.ChunkedEncodingError,
+            ) as e:
                 if is_dns_error(e):
-                    raise OciforgeError(f"cannot reach registry {self.registry}: unknown host") from None
+                    raise OciforgeError(
+                        f"cannot reach registry {self.registry}: unknown host"
+                    ) from None
                 if not retry:
                     raise TransientError(f"{self.registry}: {what}: {_short(e)}") from None
                 if attempt >= self.retry.attempts:
@@ -338,14 +351,22 @@ class Client:
 
     def _send(self, method, url, headers, data, stream) -> requests.Response:
         for _hop in range(10):
-            verify = self.verify if _host_of(url) == self.api_host.lower() else (
-                False if self.insecure else True
-            )
+            verify = self.verify if _host_of(url) == self.api_host.lower() else (not self.insecure)
             resp = self.session.request(
-                method, url, headers=headers, data=data, stream=stream,
-                allow_redirects=False, verify=verify, timeout=self.timeout,
+                method,
+                url,
+                headers=headers,
+                data=data,
+                stream=stream,
+                allow_redirects=False,
+                verify=verify,
+                timeout=self.timeout,
             )
-            if resp.status_code in REDIRECTS and method in ("GET", "HEAD") and "Location" in resp.headers:
+            if (
+                resp.status_code in REDIRECTS
+                and method in ("GET", "HEAD")
+                and "Location" in resp.headers
+            ):
                 new = urllib.parse.urljoin(url, resp.headers["Location"])
                 resp.close()
                 if _host_of(new) != _host_of(url):

@@ -65,11 +65,15 @@ def _open_at(opener: Callable[[], BinaryIO], offset: int) -> BinaryIO:
             f.seek(offset)
         except (AttributeError, OSError, ValueError):
             left = offset
+            f.close()
+            f = opener()
             while left:
                 data = f.read(min(left, 1 << 20))
                 if not data:
                     f.close()
-                    raise OciforgeError("blob source is shorter than the registry's upload offset")
+                    raise OciforgeError(
+                        "blob source is shorter than the registry's upload offset"
+                    ) from None
                 left -= len(data)
     return f
 
@@ -99,7 +103,9 @@ class Uploader:
 
     def exists(self, desc: Descriptor) -> bool:
         resp = self.client.request(
-            "HEAD", f"/v2/{self.repo}/blobs/{desc.digest}", what=f"checking blob {desc.digest}",
+            "HEAD",
+            f"/v2/{self.repo}/blobs/{desc.digest}",
+            what=f"checking blob {desc.digest}",
             ok=(200, 404),
         )
         resp.close()
@@ -115,8 +121,10 @@ class Uploader:
         session = None
         for origin in mount_from:
             resp = self.client.request(
-                "POST", add_query(f"/v2/{self.repo}/blobs/uploads/", mount=desc.digest, **{"from": origin}),
-                what=f"mounting blob {desc.digest} from {origin}", ok=(201, 202),
+                "POST",
+                add_query(f"/v2/{self.repo}/blobs/uploads/", mount=desc.digest, **{"from": origin}),
+                what=f"mounting blob {desc.digest} from {origin}",
+                ok=(201, 202),
             )
             resp.close()
             if resp.status_code == 201:
@@ -131,7 +139,10 @@ class Uploader:
     # -- the upload itself
     def _start(self) -> tuple[str, int, int]:
         resp = self.client.request(
-            "POST", f"/v2/{self.repo}/blobs/uploads/", what="starting a blob upload", ok=(202,),
+            "POST",
+            f"/v2/{self.repo}/blobs/uploads/",
+            what="starting a blob upload",
+            ok=(202,),
             headers={"Content-Length": "0"},
         )
         resp.close()
@@ -153,7 +164,10 @@ class Uploader:
         """Where the registry says an upload session stands: (location, next offset), or None."""
         try:
             resp = self.client.request(
-                "GET", loc, what="checking an upload session", ok=(204, 200, 404, 400, 416),
+                "GET",
+                loc,
+                what="checking an upload session",
+                ok=(204, 200, 404, 400, 416),
                 retry=True,
             )
         except RegistryError:
@@ -207,49 +221,78 @@ class Uploader:
             except _Restart:
                 failures += 1
                 if failures >= policy.attempts:
-                    raise OciforgeError(f"pushing blob {desc.digest}: registry kept refusing ranges") from None
+                    raise OciforgeError(
+                        f"pushing blob {desc.digest}: registry kept refusing ranges"
+                    ) from None
                 loc = None
 
     def _patch(self, loc: str, offset: int, n: int, opener, count) -> tuple[str, int]:
-        f = _open_at(opener, offset)
+        files: list[BinaryIO] = []
+
+        def body() -> _Body:
+            files.append(_open_at(opener, offset))
+            return _Body(files[-1], n, count)
+
         try:
             resp = self.client.request(
-                "PATCH", loc, what="uploading a chunk", retry=False, ok=(202, 416),
+                "PATCH",
+                loc,
+                what="uploading a chunk",
+                retry=False,
+                ok=(202, 416),
                 headers={
                     "Content-Type": OCTET,
                     "Content-Range": f"{offset}-{offset + n - 1}",
                     "Content-Length": str(n),
                 },
-                body=lambda: _Body(f, n, count),
+                body=body,
             )
         finally:
-            f.close()
+            for f in files:
+                f.close()
         resp.close()
         if resp.status_code == 416:
             raise _Restart()
         new = resp.headers.get("Location")
         end = _range_end(resp)
-        return (self.client.resolve(resp, new) if new else loc), (end + 1 if end is not None else offset + n)
+        return (self.client.resolve(resp, new) if new else loc), (
+            end + 1 if end is not None else offset + n
+        )
 
     def _put(self, loc: str, desc: Descriptor, opener, count) -> None:
         url = add_query(loc, digest=desc.digest)
         if opener is None:
             resp = self.client.request(
-                "PUT", url, what=f"completing upload of {desc.digest}", retry=False, ok=(201, 204),
-                headers={"Content-Length": "0", "Content-Type": OCTET}, body=b"",
+                "PUT",
+                url,
+                what=f"completing upload of {desc.digest}",
+                retry=False,
+                ok=(201, 204),
+                headers={"Content-Length": "0", "Content-Type": OCTET},
+                body=b"",
             )
             resp.close()
             return
-        f = _open_at(opener, 0)
+        files: list[BinaryIO] = []
+
+        def body() -> _Body:
+            files.append(_open_at(opener, 0))
+            return _Body(files[-1], desc.size, count)
+
         try:
             resp = self.client.request(
-                "PUT", url, what=f"uploading blob {desc.digest}", retry=False, ok=(201, 204),
+                "PUT",
+                url,
+                what=f"uploading blob {desc.digest}",
+                retry=False,
+                ok=(201, 204),
                 headers={"Content-Type": OCTET, "Content-Length": str(desc.size)},
-                body=lambda: _Body(f, desc.size, count),
+                body=body,
             )
             resp.close()
         finally:
-            f.close()
+            for f in files:
+                f.close()
 
 
 class _Restart(Exception):
