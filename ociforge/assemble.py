@@ -24,6 +24,7 @@ class Addition:
 
     local: str
     image: str
+    ignore: tuple[str, ...] = ()
 
     @classmethod
     def parse(cls, text: str) -> Addition:
@@ -37,7 +38,7 @@ def add_layers(
     additions: Sequence[Addition], store: BlobStore, compression: str = "gzip", docker: bool = False
 ) -> list[Layer]:
     """One layer per addition; every addition is checked before anything is written."""
-    entry_lists = [list(entries_from_tree(a.local, a.image)) for a in additions]
+    entry_lists = [list(entries_from_tree(a.local, a.image, a.ignore)) for a in additions]
     return [write_layer(entries, store, compression, docker=docker) for entries in entry_lists]
 
 

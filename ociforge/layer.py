@@ -12,6 +12,7 @@ One pass writes the compressed blob and computes the diff_id (sha256 of the tar)
 from __future__ import annotations
 
 import errno
+import fnmatch
 import gzip
 import os
 import posixpath
@@ -152,9 +153,12 @@ def _lstat(path) -> os.stat_result:
         raise InvalidInput(f"cannot read {os.fspath(path)}: {e.strerror}") from None
 
 
-def entries_from_tree(root: str | os.PathLike, prefix: str = "") -> Iterator[Entry]:
+def entries_from_tree(
+    root: str | os.PathLike, prefix: str = "", ignore: Iterable[str] = ()
+) -> Iterator[Entry]:
     """The entries of a directory tree on disk, placed under ``prefix`` in the image.
 
+    ``ignore`` holds glob patterns matched against each name (``__pycache__``, ``*.pyc``).
     Symlinks are kept as symlinks (never followed); a symlink that loops is refused, as is a file
     type a layer cannot hold (sockets, devices). Files sharing an inode become hardlinks to the
     first one in sorted order. Raises before anything is written when the tree cannot be read.
@@ -169,6 +173,7 @@ def entries_from_tree(root: str | os.PathLike, prefix: str = "") -> Iterator[Ent
         return
     if not stat.S_ISDIR(st.st_mode):
         raise InvalidInput(f"{root}: not a file or directory")
+    ignore = tuple(ignore)
     seen_inodes: dict[tuple[int, int], str] = {}
     if prefix:
         yield Entry.dir(prefix, stat.S_IMODE(st.st_mode))
@@ -179,6 +184,8 @@ def entries_from_tree(root: str | os.PathLike, prefix: str = "") -> Iterator[Ent
         except OSError as e:
             raise InvalidInput(f"cannot read directory {dirpath}: {e.strerror}") from None
         for name in names:
+            if ignore and any(fnmatch.fnmatchcase(name, pat) for pat in ignore):
+                continue
             full = dirpath / name
             inner = posixpath.join(rel, name) if rel else name
             dest = posixpath.join(prefix, inner) if prefix else inner

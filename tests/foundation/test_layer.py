@@ -213,3 +213,13 @@ def test_memory_stays_flat_for_a_large_layer(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     peak_kib = int(out.stdout.strip())
     assert peak_kib < 200 * 1024, f"peak RSS {peak_kib} KiB for a 512 MiB layer"
+
+
+def test_ignore_patterns(tmp_path):
+    src = _tree(tmp_path / "src")
+    (src / "pkg" / "__pycache__").mkdir()
+    (src / "pkg" / "__pycache__" / "a.cpython-311.pyc").write_bytes(b"x")
+    (src / "pkg" / "b.pyc").write_bytes(b"x")
+    names = [e.path for e in entries_from_tree(src, "app", ignore=("__pycache__", "*.pyc"))]
+    assert "app/pkg/a.py" in names
+    assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
