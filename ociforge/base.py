@@ -45,7 +45,7 @@ from .platform import Platform, parse_platforms
 log = logging.getLogger(__name__)
 
 # Bump when the bytes a recipe+lock produce change (layer contents, config), to miss old caches.
-FORMAT = "1"
+FORMAT = "2"
 OCIFORGE_SITE_PACKAGES = "/opt/ociforge/site-packages"
 LABEL = "dev.ociforge"
 CA_BUNDLE = "etc/ssl/certs/ca-certificates.crt"

@@ -714,6 +714,7 @@ def merge_entries(groups: Iterable[tuple[str, list[Entry]]]) -> list[Entry]:
             )
     aliases = []
     for alias in USRMERGE_ALIASES:
-        if f"usr/{alias}" in merged and alias not in merged:
+        inside = any(p == f"usr/{alias}" or p.startswith(f"usr/{alias}/") for p in merged)
+        if inside and alias not in merged:
             aliases.append(Entry.symlink(alias, f"usr/{alias}"))
     return [e for _o, e in merged.values()] + aliases
