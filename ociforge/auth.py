@@ -236,7 +236,7 @@ class Authenticator:
             self.credential = creds.Credential(
                 cred.username, cred.password, data["refresh_token"], source=cred.source
             )
-        return _Token(value, time.time() + max(lifetime - TOKEN_LEEWAY_S, 1))
+        return _Token(value, time.time() + max(lifetime - TOKEN_LEEWAY_S, lifetime / 2))
 
 
 def _short(e: Exception) -> str:

@@ -148,7 +148,9 @@ def _from_auths(auths: dict, registry: str, repository: str, source: str) -> Cre
     user, pw = best.get("username", ""), best.get("password", "")
     if best.get("auth"):
         try:
-            user, _, pw = base64.b64decode(best["auth"]).decode().partition(":")
+            user, sep, pw = base64.b64decode(best["auth"], validate=True).decode().partition(":")
+            if not sep:
+                raise ValueError("no colon")
         except ValueError:
             raise CredentialError(
                 f"{source}: the 'auth' entry for {registry} is not base64 of USER:PASSWORD"

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import crypt
 import datetime as dt
 import hashlib
 import ipaddress
@@ -56,6 +55,7 @@ import threading
 import time
 import urllib.parse
 import urllib.request
+import warnings
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -519,4 +519,8 @@ class RegistryServer:
 
 def _bcrypt(password: str) -> str:
     """An htpasswd bcrypt hash (cost 4: fast tests; the registry accepts any cost)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import crypt  # the C library's bcrypt; Python 3.11-3.12 (3.13 removed the module)
+
     return crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=16))
