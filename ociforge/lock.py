@@ -74,8 +74,12 @@ class LockedWheel:
             if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
                 raise InvalidInput(f"{where}: package {obj.get('name')!r}: invalid sha256 {sha!r}")
             return cls(
-                str(obj["name"]), str(obj["version"]), str(obj["filename"]), str(obj["url"]),
-                sha, None if obj.get("size") is None else int(obj["size"]),
+                str(obj["name"]),
+                str(obj["version"]),
+                str(obj["filename"]),
+                str(obj["url"]),
+                sha,
+                None if obj.get("size") is None else int(obj["size"]),
                 tuple(obj.get("requested_by", ())),
             )
         except KeyError as e:

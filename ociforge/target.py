@@ -59,7 +59,9 @@ def parse_variant(text: str) -> str:
     """``cpu`` or ``cuXY[Z]`` (``cu121``: CUDA 12.1; ``cu12``: any CUDA 12)."""
     v = str(text).strip().lower().replace(".", "")
     if not _VARIANT_RE.match(v):
-        raise InvalidInput(f"invalid variant {text!r}: expected 'cpu' or a CUDA version like 'cu121'")
+        raise InvalidInput(
+            f"invalid variant {text!r}: expected 'cpu' or a CUDA version like 'cu121'"
+        )
     return v
 
 
@@ -113,8 +115,14 @@ class Target:
             if not str(value).startswith("/"):
                 raise InvalidInput(f"{name} {value!r} must be an absolute path in the image")
         return cls(
-            plat, ".".join(map(str, ver)), impl, kind, lv, parse_variant(variant),
-            interpreter, **paths,
+            plat,
+            ".".join(map(str, ver)),
+            impl,
+            kind,
+            lv,
+            parse_variant(variant),
+            interpreter,
+            **paths,
         )
 
     # -- identity -------------------------------------------------------------------------------
@@ -235,8 +243,12 @@ class Target:
     @classmethod
     def from_json(cls, obj: dict) -> Target:
         return cls.make(
-            obj["platform"], obj.get("python", "3.11"), obj.get("libc", "glibc 2.36"),
-            obj.get("variant", "cpu"), obj.get("implementation", "cp"), obj.get("interpreter"),
+            obj["platform"],
+            obj.get("python", "3.11"),
+            obj.get("libc", "glibc 2.36"),
+            obj.get("variant", "cpu"),
+            obj.get("implementation", "cp"),
+            obj.get("interpreter"),
             **{k: obj[k] for k in ("site_packages", "bin_dir", "prefix") if k in obj},
         )
 
@@ -248,7 +260,9 @@ DEBIAN = {
 }
 
 
-def debian_target(platform: str | Platform, release: str = "bookworm", variant: str = "cpu") -> Target:
+def debian_target(
+    platform: str | Platform, release: str = "bookworm", variant: str = "cpu"
+) -> Target:
     """The target for a Debian base (``bookworm``: CPython 3.11, glibc 2.36)."""
     if release not in DEBIAN:
         raise InvalidInput(f"unknown Debian release {release!r} (known: {', '.join(DEBIAN)})")

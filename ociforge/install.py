@@ -1,0 +1,291 @@
+"""Wheels → layer entries → layers, with PyPA's ``installer`` and no process in the image.
+
+    install_entries(wheel_path, target, bytecode=None) -> [Entry, ...]
+    wheel_layers(lock, target, store, compression="gzip", ...) -> [Layer, ...]
+
+``installer`` does what pip does when it installs a wheel (schemes, ``.data`` directories,
+``#!python`` shebangs, console scripts, ``INSTALLER``, ``RECORD``); :class:`LayerDestination` is
+the destination that, instead of writing files, collects :class:`~ociforge.layer.Entry` objects
+placed at the target's paths. There is no temporary tree: small files are kept as bytes, large
+ones are streamed from the wheel again while the layer is written (``Entry.opener``), so memory
+stays flat however big the wheel (torch's 2 GB of ``.so`` files included).
+
+Bytecode, when asked for, is compiled with this interpreter for the target's Python version
+(only possible when the two match: the .pyc format is version-specific) as *unchecked-hash*
+pycs (PEP 552): no source mtime inside, so the same wheel gives the same bytes every time, and
+Python does not re-validate them at import.
+
+Layering (:func:`wheel_layers`): a wheel whose file is at least ``big`` bytes (torch, nvidia-*,
+scipy) gets a layer of its own; the small platform-specific wheels share one layer and the small
+pure-Python wheels another. Entries carry fixed owners, modes and mtimes (``SOURCE_DATE_EPOCH``),
+so a wheel installed for the same interpreter and paths always gives the same layer digest, and
+a pure-Python wheel's layer is the same blob in the amd64 and the arm64 image (uploaded once).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import posixpath
+import sys
+import zipfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from installer import install as _install
+from installer.destinations import WheelDestination
+from installer.exceptions import InstallerError
+from installer.records import Hash, RecordEntry
+from installer.scripts import Script
+from installer.sources import WheelFile
+from installer.utils import construct_record_file, copyfileobj_with_hashing, fix_shebang
+
+from .blobstore import BlobStore
+from .errors import InvalidInput
+from .layer import Entry, Layer, image_path, write_layer
+from .lock import Lock, LockedWheel
+from .target import Target
+
+INSTALLER_NAME = b"ociforge\n"
+BIG_WHEEL = 10 << 20  # wheels this large (compressed) get a layer of their own
+_INLINE = 1 << 20  # files up to this size are held as bytes; larger ones are re-read from the zip
+ANNOTATION = "org.ociforge.wheels"
+
+
+class _Null:
+    def write(self, data) -> int:
+        return len(data)
+
+
+class _Sink(io.BytesIO):
+    """Collects a small file's bytes while installer hashes them."""
+
+
+def can_compile_for(target: Target) -> bool:
+    return (
+        target.implementation == "cp"
+        and sys.implementation.name == "cpython"
+        and sys.version_info[:2] == target.version_tuple
+    )
+
+
+class _MemberOpener:
+    """Re-opens one zip member while a layer is written (the zip is closed afterwards)."""
+
+    def __init__(self, wheel: Path, member: str) -> None:
+        self.wheel, self.member = wheel, member
+        self._zf: zipfile.ZipFile | None = None
+
+    def __call__(self):
+        self._zf = zipfile.ZipFile(self.wheel)
+        return _ClosingMember(self._zf, self._zf.open(self.member))
+
+
+class _ClosingMember:
+    def __init__(self, zf: zipfile.ZipFile, f) -> None:
+        self._zf, self._f = zf, f
+
+    def read(self, n: int = -1) -> bytes:
+        return self._f.read(n)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._f.close()
+        self._zf.close()
+
+
+class LayerDestination(WheelDestination):
+    """An ``installer`` destination that yields layer entries at the target's paths."""
+
+    def __init__(self, target: Target, wheel: Path, dist: str, bytecode: bool) -> None:
+        py = f"python{target.version_tuple[0]}.{target.version_tuple[1]}"
+        self.schemes = {
+            "purelib": image_path(target.site_packages),
+            "platlib": image_path(target.site_packages),
+            "scripts": image_path(target.bin_dir),
+            "data": image_path(target.prefix),
+            "headers": image_path(posixpath.join(target.prefix, "include", py, dist)),
+        }
+        self.target = target
+        self.wheel = wheel
+        self.bytecode = bytecode
+        self.entries: list[Entry] = []
+        self._pycs: list[tuple[str, RecordEntry]] = []
+        self._zip: zipfile.ZipFile | None = None
+
+    def _dest(self, scheme: str, path: str) -> str:
+        root = self.schemes[scheme]
+        full = image_path(posixpath.join(root, path), f"path in {self.wheel.name}")
+        if full != root and not full.startswith(root + "/"):
+            raise InvalidInput(f"{self.wheel.name}: {path!r} would be written outside {root}")
+        return full
+
+    def write_file(self, scheme, path, stream, is_executable) -> RecordEntry:
+        path = str(path)
+        dest = self._dest(scheme, path)
+        mode = 0o755 if is_executable else 0o644
+        if scheme == "scripts":
+            with fix_shebang(stream, self.target.interpreter) as fixed:
+                data = fixed.read()
+            return self._add_bytes(path, dest, data, mode)
+        member = getattr(stream, "name", None)  # zipfile.ZipExtFile: the member's name
+        if member and self._member_size(member) > _INLINE and not path.endswith(".py"):
+            hash_, size = copyfileobj_with_hashing(stream, _Null(), "sha256")
+            self.entries.append(
+                Entry(dest, "file", mode, size=size, opener=_MemberOpener(self.wheel, member))
+            )
+            return RecordEntry(path, Hash("sha256", hash_), size)
+        data = stream.read()
+        record = self._add_bytes(path, dest, data, mode)
+        if self.bytecode and scheme in ("purelib", "platlib") and path.endswith(".py"):
+            self._compile(scheme, path, dest, data)
+        return record
+
+    def _member_size(self, member: str) -> int:
+        if self._zip is None:
+            self._zip = zipfile.ZipFile(self.wheel)
+        try:
+            return self._zip.getinfo(member).file_size
+        except KeyError:
+            return 0
+
+    def _add_bytes(self, path: str, dest: str, data: bytes, mode: int) -> RecordEntry:
+        hash_, size = copyfileobj_with_hashing(io.BytesIO(data), _Null(), "sha256")
+        self.entries.append(Entry.file(dest, data, mode))
+        return RecordEntry(path, Hash("sha256", hash_), size)
+
+    def _compile(self, scheme: str, path: str, dest: str, source: bytes) -> None:
+        from importlib._bootstrap_external import _code_to_hash_pyc
+
+        try:
+            code = compile(source, "/" + dest, "exec", dont_inherit=True, optimize=0)
+        except (SyntaxError, ValueError):
+            return  # pip skips files that do not compile for this version too
+        pyc = bytes(_code_to_hash_pyc(code, importlib.util.source_hash(source), checked=False))
+        head, tail = posixpath.split(path)
+        rel = posixpath.join(head, "__pycache__", f"{tail[:-3]}.{sys.implementation.cache_tag}.pyc")
+        hash_, size = copyfileobj_with_hashing(io.BytesIO(pyc), _Null(), "sha256")
+        self.entries.append(Entry.file(self._dest(scheme, rel), pyc, 0o644))
+        self._pycs.append((scheme, RecordEntry(rel, Hash("sha256", hash_), size)))
+
+    def write_script(self, name, module, attr, section) -> RecordEntry:
+        script_name, data = Script(name, module, attr, section).generate(
+            self.target.interpreter, "posix"
+        )
+        return self._add_bytes(script_name, self._dest("scripts", script_name), data, 0o755)
+
+    def finalize_installation(self, scheme, record_file_path, records) -> None:
+        def prefix_for_scheme(file_scheme: str) -> str | None:
+            if file_scheme == scheme:
+                return None
+            rel = posixpath.relpath("/" + self.schemes[file_scheme], "/" + self.schemes[scheme])
+            return rel + "/"
+
+        record_list = list(records) + self._pycs
+        with construct_record_file(record_list, prefix_for_scheme) as stream:
+            data = stream.read()
+        self.entries.append(Entry.file(self._dest(scheme, record_file_path), data, 0o644))
+
+
+def install_entries(wheel: str | Path, target: Target, bytecode: bool | None = None) -> list[Entry]:
+    """The layer entries of one wheel installed for ``target`` (RECORD and INSTALLER included).
+
+    ``bytecode=None`` compiles when this interpreter matches the target's version, ``True``
+    insists (an error otherwise), ``False`` never compiles.
+    """
+    wheel = Path(wheel)
+    if bytecode is None:
+        bytecode = can_compile_for(target)
+    elif bytecode and not can_compile_for(target):
+        raise InvalidInput(
+            f"cannot compile bytecode for Python {target.python} with Python "
+            f"{sys.version_info[0]}.{sys.version_info[1]}; build without bytecode"
+        )
+    try:
+        with WheelFile.open(wheel) as source:
+            source.validate_record(validate_contents=False)
+            dest = LayerDestination(target, wheel, source.distribution, bytecode)
+            try:
+                _install(source, dest, {"INSTALLER": INSTALLER_NAME})
+            finally:
+                if dest._zip is not None:
+                    dest._zip.close()
+    except (InstallerError, zipfile.BadZipFile, ValueError, KeyError) as e:
+        if isinstance(e, InvalidInput):
+            raise
+        raise InvalidInput(f"cannot install {wheel.name}: {e}") from None
+    return dest.entries
+
+
+@dataclass(frozen=True)
+class WheelGroup:
+    """Wheels that go into one layer."""
+
+    kind: str  # "big", "platform" or "pure"
+    wheels: tuple[LockedWheel, ...]
+
+
+def plan_layers(lock: Lock, big: int = BIG_WHEEL) -> list[WheelGroup]:
+    """How :func:`wheel_layers` groups a lock's wheels (big ones alone, then small by kind)."""
+    bigs = [w for w in lock.packages if (w.size or 0) >= big]
+    small = [w for w in lock.packages if (w.size or 0) < big]
+    groups = [WheelGroup("big", (w,)) for w in bigs]
+    plat = tuple(w for w in small if not w.pure)
+    pure = tuple(w for w in small if w.pure)
+    if plat:
+        groups.append(WheelGroup("platform", plat))
+    if pure:
+        groups.append(WheelGroup("pure", pure))
+    return groups
+
+
+def _group_entries(
+    group: WheelGroup, paths: dict[str, Path], target: Target, bytecode
+) -> list[Entry]:
+    entries: list[Entry] = []
+    owner: dict[str, str] = {}
+    for w in group.wheels:
+        for e in install_entries(paths[w.sha256], target, bytecode):
+            if e.path in owner:
+                raise InvalidInput(
+                    f"{w.filename} and {owner[e.path]} both install /{e.path}; they cannot share "
+                    f"an image"
+                )
+            owner[e.path] = w.filename
+            entries.append(e)
+    return entries
+
+
+def wheel_layers(
+    lock: Lock,
+    target: Target | None = None,
+    store: BlobStore | None = None,
+    compression: str = "gzip",
+    *,
+    cache=None,
+    big: int = BIG_WHEEL,
+    bytecode: bool | None = None,
+    offline: bool = False,
+    paths: Iterable[Path] | None = None,
+) -> list[Layer]:
+    """Fetch (from the cache when there) and install ``lock``'s wheels as layers in ``store``.
+
+    Layers come in a fixed order: big wheels by name, then the small platform wheels, then the
+    small pure ones. Each layer's descriptor is annotated with the wheels it holds.
+    """
+    from .wheelcache import fetch
+
+    target = target or lock.target
+    if store is None:
+        raise InvalidInput("wheel_layers needs a blob store to write the layers into")
+    files = list(paths) if paths is not None else fetch(lock, cache, offline=offline)
+    by_sha = {w.sha256: Path(p) for w, p in zip(lock.packages, files, strict=True)}
+    layers = []
+    for group in plan_layers(lock, big):
+        entries = _group_entries(group, by_sha, target, bytecode)
+        names = ",".join(f"{w.name}=={w.version}" for w in group.wheels)
+        layers.append(write_layer(entries, store, compression, annotations={ANNOTATION: names}))
+    return layers
