@@ -106,14 +106,20 @@ class Settings:
     user: str | None = None
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
-        """Build settings from the environment; raises ``ValueError`` naming a bad variable."""
+    def from_env(
+        cls, env: dict[str, str] | None = None, package_batch_size: int | None = None
+    ) -> Settings:
+        """Build settings from the environment; raises ``ValueError`` naming a bad variable.
+
+        ``package_batch_size`` (from model.json) only sizes the default thread
+        count: a batch can fill up only if that many requests are in flight in
+        one worker.
+        """
         env = dict(os.environ if env is None else env)
         batch_size = _int(env, "OCIFORGE_BATCH_SIZE", None, minimum=1)
         threads = _int(env, "OCIFORGE_THREADS", None, minimum=1)
         if threads is None:
-            # A batch can only fill up if that many requests are in flight in one worker.
-            threads = max(8, 2 * (batch_size or 0))
+            threads = max(8, 2 * (batch_size or package_batch_size or 0))
         max_conc = _int(env, "OCIFORGE_MAX_CONCURRENCY", threads, minimum=1)
         log_level = (_env(env, "OCIFORGE_LOG_LEVEL") or "info").lower()
         if log_level not in {"debug", "info", "warning", "error", "critical"}:

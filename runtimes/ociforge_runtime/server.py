@@ -146,6 +146,8 @@ def main(env: dict[str, str] | None = None) -> int:
         logs.event("model_load_failed", level="error", error=str(exc), model_dir=settings.model_dir)
         print(f"ociforge: model failed to load: {exc}", file=sys.stderr, flush=True)
         return WORKER_BOOT_ERROR
+    if manifest.get("batch_size"):
+        settings = Settings.from_env(env, package_batch_size=manifest["batch_size"])
     if os.geteuid() == 0 and not settings.user:
         logs.event(
             "running_as_root",

@@ -7,6 +7,7 @@ pointing at ``runtimes/`` and the interpreter's own site-packages.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -60,6 +61,7 @@ class Server:
             cwd=logdir,
             stdout=open(self.stdout_path, "wb"),  # noqa: SIM115 - closed with the process
             stderr=open(self.stderr_path, "wb"),  # noqa: SIM115
+            start_new_session=True,  # its own process group, so cleanup reaches the workers
         )
 
     def wait_ready(self, timeout: float = 30.0) -> None:
@@ -85,13 +87,20 @@ class Server:
         return self.stdout() + self.stderr_path.read_text(errors="replace")
 
     def terminate(self, timeout: float = 20.0) -> int:
+        """Stop the server gracefully (SIGTERM, as the container runtime does); return its code."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         try:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
+            self.kill()
             return self.proc.wait(5)
+
+    def kill(self) -> None:
+        """Cleanup only: kill the whole process group at once."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(5)
 
 
 @pytest.fixture
@@ -124,7 +133,7 @@ def start_server(make_package, tmp_path_factory) -> Iterator:
 
     yield start
     for server in servers:
-        server.terminate()
+        server.kill()  # graceful stops are tested explicitly
 
 
 @pytest.fixture(scope="module")
@@ -142,4 +151,4 @@ def module_server(tmp_path_factory) -> Iterator:
 
     yield start
     for server in servers.values():
-        server.terminate()
+        server.kill()
