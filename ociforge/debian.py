@@ -552,12 +552,29 @@ class _Bounded:
         return True
 
 
-class DebData:
-    """Streams members of one ``.deb``'s ``data.tar`` on request, decompressing once.
+class _Cursor:
+    """One decompressing pass over a data.tar; ``pos`` is the ordinal of the next member."""
 
-    Members are asked for in layer order, which is also the order dpkg-deb writes them (sorted by
-    path), so one pass serves them all; a member behind the current position restarts the pass.
+    def __init__(self, deb: DebData) -> None:
+        self.file = open(deb.path, "rb")  # noqa: SIM115 (closed by close())
+        self.file.seek(deb.member.offset)
+        self.tar = tarfile.open(fileobj=deb._decompress(self.file), mode="r|")  # noqa: SIM115
+        self.pos = 0
+
+    def close(self) -> None:
+        self.file.close()
+
+
+class DebData:
+    """Streams members of one ``.deb``'s ``data.tar`` on request, with flat memory.
+
+    A layer asks for members in its sorted order, which is the .deb's own order except where
+    merged ``/usr`` moves ``/lib/x`` among ``/usr/lib/y``. So a few cursors (decompressing passes)
+    run side by side, each asked only for members ahead of it; a member behind every cursor
+    starts a new one (at most :attr:`MAX_CURSORS`, the one furthest behind is dropped).
     """
+
+    MAX_CURSORS = 4
 
     def __init__(self, path: str | os.PathLike, what: str = "") -> None:
         self.path = os.fspath(path)
@@ -571,14 +588,12 @@ class DebData:
         if ext not in ("", ".xz", ".zst", ".gz"):
             raise InvalidInput(f"{self.what}: unsupported {self.member.name} (xz, zst, gz or none)")
         self.compression = ext.lstrip(".") or "none"
-        self._file: BinaryIO | None = None
-        self._tar: tarfile.TarFile | None = None
+        self._order: dict[str, int] = {}
+        self._cursors: list[_Cursor] = []
         self.passes = 0
 
-    def _stream(self) -> BinaryIO:
-        self._file = open(self.path, "rb")  # noqa: SIM115 (closed by close())
-        self._file.seek(self.member.offset)
-        raw = _Bounded(self._file, self.member.size)
+    def _decompress(self, f: BinaryIO) -> BinaryIO:
+        raw = _Bounded(f, self.member.size)
         if self.compression == "xz":
             return lzma.LZMAFile(raw)
         if self.compression == "gz":
@@ -589,31 +604,53 @@ class DebData:
             return zstandard.ZstdDecompressor().stream_reader(raw)
         return raw
 
-    def members(self) -> Iterator[tarfile.TarInfo]:
-        """One streaming pass over the members (metadata only)."""
-        self.close()
+    def _pass(self) -> Iterator[tuple[tarfile.TarFile, tarfile.TarInfo]]:
+        cur = _Cursor(self)
         try:
-            with tarfile.open(fileobj=self._stream(), mode="r|") as tar:
-                yield from tar
+            for ti in cur.tar:
+                yield cur.tar, ti
         except (tarfile.TarError, lzma.LZMAError, OSError, EOFError) as e:
             raise InvalidInput(f"{self.what}: cannot read {self.member.name}: {e}") from None
         finally:
-            self.close()
+            cur.close()
+
+    def members(self) -> Iterator[tarfile.TarInfo]:
+        """One streaming pass over the members (metadata only); remembers their order."""
+        self._order = {}
+        for i, (_tar, ti) in enumerate(self._pass()):
+            self._order.setdefault(ti.name, i)
+            yield ti
 
     def open_member(self, name: str) -> BinaryIO:
-        """A reader of member ``name``'s content, valid until the next call."""
-        for _attempt in range(2):
-            if self._tar is None:
-                self._tar = tarfile.open(fileobj=self._stream(), mode="r|")  # noqa: SIM115
-                self.passes += 1
-            while (ti := self._tar.next()) is not None:
-                if ti.name == name:
-                    f = self._tar.extractfile(ti)
+        """A reader of member ``name``'s content, valid until this .deb is asked for another."""
+        if not self._order:
+            for _ in self.members():
+                pass
+        target = self._order.get(name)
+        if target is None:
+            raise NotFound(f"{self.what}: no file {name!r} in {self.member.name}")
+        ahead = [c for c in self._cursors if c.pos <= target]
+        if ahead:
+            cur = max(ahead, key=lambda c: c.pos)
+        else:
+            if len(self._cursors) >= self.MAX_CURSORS:
+                oldest = min(self._cursors, key=lambda c: c.pos)
+                oldest.close()
+                self._cursors.remove(oldest)
+            cur = _Cursor(self)
+            self._cursors.append(cur)
+            self.passes += 1
+        try:
+            while (ti := cur.tar.next()) is not None:
+                cur.pos += 1
+                if cur.pos - 1 == target:
+                    f = cur.tar.extractfile(ti)
                     if f is None:
                         break
                     return f
-            self.close()
-        raise NotFound(f"{self.what}: no file {name!r} in {self.member.name}")
+        except (tarfile.TarError, lzma.LZMAError, OSError, EOFError) as e:
+            raise InvalidInput(f"{self.what}: cannot read {self.member.name}: {e}") from None
+        raise InvalidInput(f"{self.what}: {name!r} is not a regular file in {self.member.name}")
 
     def read_files(self, match: Callable[[str], bool], max_size: int = 1 << 20) -> dict[str, bytes]:
         """Contents of the small regular files whose (normalized) path ``match`` accepts.
@@ -621,29 +658,19 @@ class DebData:
         For the few files the builder must read itself (CA certificates), never for big ones.
         """
         out: dict[str, bytes] = {}
-        self.close()
-        try:
-            with tarfile.open(fileobj=self._stream(), mode="r|") as tar:
-                for ti in tar:
-                    path = usrmerged(image_path(ti.name))
-                    if ti.isreg() and match(path):
-                        if ti.size > max_size:
-                            raise InvalidInput(
-                                f"{self.what}: /{path} is larger than {max_size} bytes"
-                            )
-                        f = tar.extractfile(ti)
-                        out[path] = f.read() if f is not None else b""
-        except (tarfile.TarError, lzma.LZMAError, EOFError) as e:
-            raise InvalidInput(f"{self.what}: cannot read {self.member.name}: {e}") from None
-        finally:
-            self.close()
+        for tar, ti in self._pass():
+            path = usrmerged(image_path(ti.name))
+            if ti.isreg() and match(path):
+                if ti.size > max_size:
+                    raise InvalidInput(f"{self.what}: /{path} is larger than {max_size} bytes")
+                f = tar.extractfile(ti)
+                out[path] = f.read() if f is not None else b""
         return out
 
     def close(self) -> None:
-        self._tar = None
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        for c in self._cursors:
+            c.close()
+        self._cursors = []
 
 
 def usrmerged(path: str) -> str:
@@ -662,12 +689,14 @@ def deb_entries(data: DebData) -> list[Entry]:
     fifos, which no container base needs, are skipped.
     """
     out: list[Entry] = []
+    dirs: set[str] = set()
     for ti in data.members():
         path = usrmerged(image_path(ti.name, f"path in {data.what}"))
-        if not path or (path in USRMERGE_ALIASES):
-            continue
+        if not path or (path in USRMERGE_ALIASES) or (ti.isdir() and path in dirs):
+            continue  # merged /usr makes /lib/x and /usr/lib/x one directory
         kw = {"uid": ti.uid, "gid": ti.gid}
         if ti.isdir():
+            dirs.add(path)
             out.append(Entry.dir(path, ti.mode & 0o7777, **kw))
         elif ti.issym():
             out.append(Entry.symlink(path, ti.linkname, **kw))
