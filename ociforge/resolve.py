@@ -62,7 +62,7 @@ _UV_MAX_GLIBC_MINOR = 40
 _UV_MIN_GLIBC_MINOR = 17
 _CUDA_LIB = re.compile(
     r"^nvidia-(cublas|cuda-(cupti|nvrtc|runtime|nvcc)|cudnn|cufft|cufile|curand|cusolver|"
-    r"cusparse|cusparselt|nccl|nvjitlink|nvtx|nvshmem)(-cu(\d+))?$"
+    r"cusparse|cusparselt|nccl|nvjitlink|nvtx|nvshmem)(-cu(?P<cuda>\d+))?$"
 )
 _MAX_VARIANT_RETRIES = 3
 
@@ -355,6 +355,7 @@ def _variant_problems(target: Target, pkgs: list[LockedWheel]) -> tuple[list[str
     """(constraints that exclude a wrong local build, problems no constraint can fix)."""
     exclude, fatal = [], []
     cuda = target.cuda
+    cpu_libs: dict[str, list[str]] = {}  # parent -> CUDA libraries it pulls into a cpu target
     for p in pkgs:
         local = Version(p.version).local or ""
         if local and (local == "cpu" or re.fullmatch(r"cu\d+", local)):
@@ -362,16 +363,22 @@ def _variant_problems(target: Target, pkgs: list[LockedWheel]) -> tuple[list[str
             if not ok:
                 exclude.append(f"{p.name}!={p.version}")
         lib = _CUDA_LIB.match(p.key)
-        if lib:
-            if cuda is None:
-                fatal.append(
-                    f"{p.name} {p.version} (a CUDA library, pulled in by "
-                    f"{', '.join(p.requested_by) or '?'})"
-                )
-            elif lib.group(5) and int(lib.group(5)) != cuda[0]:
-                fatal.append(
-                    f"{p.name} {p.version} is built for CUDA {lib.group(5)}, not {cuda[0]}"
-                )
+        if not lib:
+            continue
+        if cuda is None:
+            parents = [r for r in p.requested_by if not _CUDA_LIB.match(r)] or ["<requirements>"]
+            for parent in parents:
+                cpu_libs.setdefault(parent, []).append(p.name)
+        elif lib.group("cuda") and int(lib.group("cuda")) != cuda[0]:
+            fatal.append(
+                f"{p.name} {p.version} is built for CUDA {lib.group('cuda')}, not {cuda[0]}"
+            )
+    versions = {p.key: p.version for p in pkgs}
+    for parent, libs in sorted(cpu_libs.items()):
+        fatal.append(
+            f"{parent} {versions.get(parent, '')} is a CUDA build here: it pulls in "
+            f"{len(libs)} CUDA libraries ({', '.join(sorted(libs))})"
+        )
     return exclude, fatal
 
 

@@ -1,0 +1,148 @@
+"""Resolve, lock, cache and install with hermetic tiny wheels (no network): markers per target,
+missing wheels, identical locks, RECORD/INSTALLER/scripts/bytecode, reproducible layers, offline."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import subprocess
+import sys
+import tarfile
+
+import pytest
+
+from ociforge.blobstore import BlobStore
+from ociforge.errors import NotFound
+from ociforge.install import install_entries, wheel_layers
+from ociforge.lock import dumps, loads, read_lockfile
+from ociforge.resolve import NoWheel, resolve
+from ociforge.target import debian_target
+from ociforge.wheelcache import WheelCache, fetch
+
+AMD, ARM = debian_target("linux/amd64"), debian_target("linux/arm64")
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ociforge", *args], capture_output=True, text=True)
+
+
+def layer_files(store: BlobStore, layer) -> dict[str, tarfile.TarInfo]:
+    with (
+        store.open_blob(layer.digest) as f,
+        tarfile.open(fileobj=io.BytesIO(gzip.decompress(f.read()))) as tf,
+    ):
+        return {m.name: m for m in tf.getmembers()}
+
+
+def layer_bytes(store: BlobStore, layer, name: str) -> bytes:
+    with (
+        store.open_blob(layer.digest) as f,
+        tarfile.open(fileobj=io.BytesIO(gzip.decompress(f.read()))) as tf,
+    ):
+        return tf.extractfile(name).read()
+
+
+def test_marker_lands_only_in_arm64(local_options):
+    locks = resolve(["top"], [AMD, ARM], local_options)
+    assert locks[AMD].names() == ["helper", "top"]
+    assert locks[ARM].names() == ["armonly", "helper", "top"]
+    assert locks[ARM].get("armonly").requested_by == ("top",)
+    assert locks[ARM].get("top").requested_by == ("<requirements>",)
+    arch_specific = resolve(["native==0.5"], [AMD, ARM], local_options)
+    assert "x86_64" in arch_specific[AMD].get("native").filename
+    assert "aarch64" in arch_specific[ARM].get("native").filename
+
+
+def test_lock_is_identical_across_runs(local_options):
+    a = dumps(resolve(["top", "native"], [AMD, ARM], local_options))
+    b = dumps(resolve(["top", "native"], [ARM, AMD], local_options))
+    assert a == b
+    again = loads(a)
+    assert dumps(again) == a
+    p = again[ARM].get("armonly")
+    assert p.size and len(p.sha256) == 64 and p.url.startswith("file://")
+
+
+def test_no_aarch64_wheel_names_package_version_target_and_alternatives(local_options, tmp_path):
+    with pytest.raises(NoWheel) as e:
+        resolve(["onlyx86==1.0"], [AMD, ARM], local_options)
+    msg = str(e.value)
+    assert "onlyx86" in msg and "1.0" in msg and "linux/arm64" in msg
+    assert "x86_64" in msg  # what exists instead
+    with pytest.raises(NoWheel) as e2:
+        resolve(["sdistonly"], [AMD], local_options)
+    assert "sdistonly" in str(e2.value) and "py2" in str(e2.value)
+
+
+def test_cli_lock_writes_nothing_on_failure(links, tmp_path):
+    out = tmp_path / "ociforge.lock"
+    args = ["--no-pip-config", "--no-index", "-f", str(links), "-o", str(out)]
+    r = run_cli("lock", *args, "onlyx86==1.0")
+    assert r.returncode == 2 and "onlyx86 1.0 has no wheel for target linux/arm64" in r.stderr
+    assert not out.exists() and not list(tmp_path.iterdir())
+    r = run_cli("lock", *args, "top")
+    assert r.returncode == 0, r.stderr
+    locks = read_lockfile(out)
+    assert {t.key for t in locks} == {AMD.key, ARM.key}
+    r = run_cli("plan", "--lock", str(out))
+    assert r.returncode == 0 and "armonly" in r.stdout
+
+
+def test_install_entries_record_scripts_bytecode(links):
+    whl = next(links.glob("helper-1.2-*.whl"))
+    entries = {e.path: e for e in install_entries(whl, AMD, bytecode=True)}
+    sp = "opt/ociforge/site-packages"
+    assert entries[f"{sp}/helper-1.2.dist-info/INSTALLER"].data == b"ociforge\n"
+    script = entries["opt/ociforge/bin/helper-cli"]
+    assert script.data.startswith(b"#!/usr/bin/python3.11\n") and script.mode == 0o755
+    assert b"from helper import main" in script.data
+    data_script = entries["opt/ociforge/bin/helper-sh"]
+    assert data_script.data.startswith(b"#!/usr/bin/python3.11\n")
+    pyc = entries[f"{sp}/helper/__pycache__/main.cpython-311.pyc"].data
+    assert int.from_bytes(pyc[4:8], "little") == 0b01  # hash-based, unchecked (PEP 552)
+    record = entries[f"{sp}/helper-1.2.dist-info/RECORD"].data.decode()
+    assert "../bin/helper-cli,sha256=" in record
+    assert "helper/__pycache__/main.cpython-311.pyc,sha256=" in record
+    assert "helper-1.2.dist-info/INSTALLER,sha256=" in record
+    assert "helper-1.2.dist-info/RECORD,," in record
+    # a different interpreter path goes into the shebangs
+    other = debian_target("linux/amd64", "trixie")
+    e2 = {e.path: e for e in install_entries(whl, other, bytecode=False)}
+    assert e2["opt/ociforge/bin/helper-cli"].data.startswith(b"#!/usr/bin/python3.13\n")
+    assert not any(p.endswith(".pyc") for p in e2)
+
+
+def test_layers_reproducible_shared_and_offline(local_options, tmp_path):
+    locks = resolve(["top", "native"], [AMD, ARM], local_options)
+    cache = WheelCache(tmp_path / "wheels")
+    store = BlobStore(tmp_path / "store")
+    amd = wheel_layers(locks[AMD], AMD, store, cache=cache)
+    first = cache.stats.downloaded
+    assert first == 3  # helper, native (x86_64), top
+    arm = wheel_layers(locks[ARM], ARM, store, cache=cache)
+    assert cache.stats.downloaded == first + 2  # only armonly and the aarch64 native
+    pure_amd = [lyr for lyr in amd if "helper" in lyr.descriptor.annotations["org.ociforge.wheels"]]
+    assert [lyr.digest for lyr in amd][-1] == pure_amd[0].digest
+    # the pure layers differ only by armonly, so compare a pure-only lock across arches
+    pure = resolve(["helper"], [AMD, ARM], local_options)
+    la = wheel_layers(pure[AMD], AMD, store, cache=cache)
+    lb = wheel_layers(pure[ARM], ARM, store, cache=cache)
+    assert [x.digest for x in la] == [x.digest for x in lb]
+    # the same wheels give the same digests in a fresh store; nothing is downloaded again
+    before = cache.stats.downloaded
+    again = wheel_layers(locks[ARM], ARM, BlobStore(tmp_path / "store2"), cache=cache, offline=True)
+    assert [x.digest for x in again] == [x.digest for x in arm]
+    assert cache.stats.downloaded == before
+    files = layer_files(store, amd[0])
+    assert all(m.uid == 0 and m.mtime == 0 for m in files.values())
+
+
+def test_cache_verifies_on_use(local_options, tmp_path):
+    lock = resolve(["helper"], [AMD], local_options)[AMD]
+    cache = WheelCache(tmp_path / "wheels")
+    (path,) = fetch(lock, cache)
+    path.write_bytes(b"rotten")
+    with pytest.raises(NotFound):
+        fetch(lock, cache, offline=True)  # the bad file is dropped, and offline cannot refetch
+    (again,) = fetch(lock, cache)
+    assert again.read_bytes() != b"rotten" and cache.stats.downloaded == 2
