@@ -745,13 +745,13 @@ def _python_lines(f) -> bytes:
     for line in f:
         if not line.strip():
             text = b"".join(para)
-            if re.search(rb"^(Package: |P:)(python3|libpython3)", text, re.M):
+            if re.search(rb"^(Package: |P:)(python3|libpython3|musl$)", text, re.M):
                 keep.append(text)
             para = []
         else:
             para.append(line)
     text = b"".join(para)
-    if re.search(rb"^(Package: |P:)(python3|libpython3)", text, re.M):
+    if re.search(rb"^(Package: |P:)(python3|libpython3|musl$)", text, re.M):
         keep.append(text)
     return b"\n".join(keep)
 
