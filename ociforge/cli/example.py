@@ -1,53 +1,51 @@
-"""``ociforge example``: build the bundled example into a local OCI layout (the README's first command).
-
-Until the model build lands, the example assembles the ociforge runtime's sources as a layer on
-scratch for linux/amd64 and linux/arm64, which exercises the whole layer → config → manifest →
-index → layout path with no registry and no network.
-"""
+"""``ociforge example``: build the bundled iris model for linux/amd64 and linux/arm64 (the README's
+first command), into a local OCI layout: no registry, no Docker."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from ..assemble import Addition, assemble
-from ..image import ConfigChanges
-from ..transport import write_to
+import sys
 
 
 def register(sub) -> None:
-    p = sub.add_parser("example", help="build the bundled example image into a local OCI layout")
+    p = sub.add_parser("example", help="build the bundled example model into a local OCI layout")
     p.add_argument(
         "--to", default="oci:./out:example", help="destination (default: oci:./out:example)"
     )
     p.add_argument(
         "--platform", action="append", default=[], help="default: linux/amd64 and linux/arm64"
     )
+    p.add_argument("--compression", choices=("gzip", "zstd", "none"), default="gzip")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    import ociforge_runtime
+    from ..build import build, test
+    from ..examples import iris
 
-    runtime_dir = Path(ociforge_runtime.__file__).parent
-    platforms = args.platform or ["linux/amd64", "linux/arm64"]
-    obj = assemble(
-        None,
-        [
-            Addition(
-                str(runtime_dir), "/opt/ociforge/runtime/ociforge_runtime", ("__pycache__", "*.pyc")
-            )
-        ],
-        platforms=platforms,
-        changes=ConfigChanges(
-            entrypoint=["python3", "-m", "ociforge_runtime"],
-            env={"PYTHONPATH": "/opt/ociforge/runtime", "PORT": "8080"},
-            exposed_ports=["8080"],
-            user="65532",
-        ),
-        annotations={"org.opencontainers.image.title": "ociforge-example"},
+    model = iris.make_model()
+    print(f"local test: {iris.SAMPLE} -> {test(model, iris.SAMPLE)['prediction']}", file=sys.stderr)
+    result = build(
+        model,
+        platforms=args.platform or ["linux/amd64", "linux/arm64"],
+        requirements="auto",
+        to=args.to,
+        name="iris",
+        version="1.0.0",
+        metadata=iris.METADATA,
+        test_sample=iris.SAMPLE,
+        compression=args.compression,
     )
-    result = write_to(obj, args.to)
-    print(f"wrote {result.reference}@{result.digest}")
+    print(f"built {result.reference}@{result.digest}")
+    print(
+        f"  platforms: {', '.join(map(str, result.platforms))}; {result.size / 1e6:.1f} MB stored"
+    )
     print(f"inspect it:  ociforge inspect {result.reference}")
-    print(f"push it:     ociforge copy {result.reference} docker://REGISTRY/REPO:TAG")
+    print(f"push it:     ociforge copy {result.reference} docker://REGISTRY/iris:1.0.0")
+    print(
+        f"load it:     ociforge copy {result.reference} docker-daemon:iris:1.0.0   # or: skopeo copy {result.reference} docker-daemon:iris:1.0.0"
+    )
+    print("run it:      docker run -p 8080:8080 iris:1.0.0")
+    print(
+        f"             curl -s localhost:8080/predict -H 'content-type: application/json' -d '{iris.SAMPLE}'"
+    )
     return 0

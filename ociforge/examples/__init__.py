@@ -1,0 +1,1 @@
+"""Bundled example models (used by ``ociforge example`` and the benchmarks)."""
