@@ -25,6 +25,8 @@ API::
     runs qemu inside the sandbox (uid/gid apply); ``qemu="direct"`` runs
     ``qemu-aarch64-static -L ROOTFS ROOTFS/argv0`` on the host (uid/gid/binds ignored, network
     shared): the plainest emulation, with no namespaces at all.
+``start(rootfs, argv, platform, **same options) -> Popen``
+    The same, in the background (for servers: stdout and stderr merged, as text).
 ``can_run(platform) -> str``
     Empty when this machine has what ``run`` needs for ``platform``, else why not (for skips).
 """
@@ -119,7 +121,7 @@ def can_run(platform: str | Platform) -> str:
     return "" if shutil.which(q) else f"{q} is not installed"
 
 
-def run(
+def command(
     rootfs: str | os.PathLike,
     argv: list[str],
     platform: str | Platform = "linux/amd64",
@@ -131,9 +133,8 @@ def run(
     share_net: bool = False,
     binds: tuple[tuple[str, str], ...] = (),
     qemu: str = "bwrap",
-    timeout: float = 120,
-) -> subprocess.CompletedProcess:
-    """Run ``argv`` (paths inside the image) in ``rootfs`` for ``platform``."""
+) -> tuple[list[str], dict[str, str], Path | None]:
+    """The host command line (and its environment and folder) that runs ``argv`` in ``rootfs``."""
     root = Path(rootfs).resolve()
     p = Platform.parse(platform)
     env = dict(env) if env is not None else {"PATH": "/usr/local/bin:/usr/bin:/bin"}
@@ -146,9 +147,7 @@ def run(
             str(root / argv[0].lstrip("/")),
             *argv[1:],
         ]
-        return subprocess.run(
-            cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=root
-        )
+        return cmd, env, root
     cmd = [
         "bwrap",
         "--bind",
@@ -179,4 +178,32 @@ def run(
         cmd += ["--ro-bind", qpath, "/.qemu-static", "--", "/.qemu-static", *argv]
     else:
         cmd += ["--", *argv]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    return cmd, {}, None
+
+
+def run(
+    rootfs: str | os.PathLike,
+    argv: list[str],
+    platform: str | Platform = "linux/amd64",
+    *,
+    timeout: float = 120,
+    **kw,
+) -> subprocess.CompletedProcess:
+    """Run ``argv`` (paths inside the image) in ``rootfs`` for ``platform``; see :func:`command`."""
+    cmd, env, cwd = command(rootfs, argv, platform, **kw)
+    return subprocess.run(
+        cmd, env=env or None, cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def start(
+    rootfs: str | os.PathLike,
+    argv: list[str],
+    platform: str | Platform = "linux/amd64",
+    **kw,
+) -> subprocess.Popen:
+    """Start ``argv`` in ``rootfs`` in the background (a server), output captured as text."""
+    cmd, env, cwd = command(rootfs, argv, platform, **kw)
+    return subprocess.Popen(
+        cmd, env=env or None, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
