@@ -54,7 +54,11 @@ CA_BUNDLE = "etc/ssl/certs/ca-certificates.crt"
 def recipes_dir() -> Path:
     """``$OCIFORGE_BASE_LAYERS``, else the ``base_layers/`` folder shipped with ociforge."""
     env = os.environ.get("OCIFORGE_BASE_LAYERS")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "base_layers"
+    if env:
+        return Path(env)
+    import ociforge_base_layers  # base_layers/, installed as a package with its data
+
+    return Path(ociforge_base_layers.__file__).resolve().parent
 
 
 # ---------------------------------------------------------------------------------------------
