@@ -210,8 +210,11 @@ class Client:
             url = f"{scheme}://{self.api_host}/v2/"
             verify = self.verify
             for attempt in range(1, self.retry.attempts + 1):
+                # Probing HTTPS where plain HTTP is allowed: a plain server may never answer
+                # the TLS handshake, so do not wait for it as long as for a real request.
+                probe = (self.timeout[0], 10.0) if plain_ok and scheme == "https" else self.timeout
                 try:
-                    resp = self.session.get(url, verify=verify, timeout=self.timeout)
+                    resp = self.session.get(url, verify=verify, timeout=probe)
                 except requests.exceptions.SSLError as e:
                     if _is_cert_error(e) and self.insecure and verify is not False:
                         verify = False

@@ -168,7 +168,7 @@ class RegistrySource:
                         what=f"downloading blob {desc.digest} from {self.ref.name}",
                     )
                     skip = offset if (offset and resp.status_code == 200) else 0
-                    for chunk in resp.iter_content(1 << 20):
+                    for chunk in resp.iter_content(1 << 16):  # small reads: a cut loses little
                         if skip:
                             cut = min(skip, len(chunk))
                             chunk, skip = chunk[cut:], skip - cut

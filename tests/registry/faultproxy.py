@@ -8,7 +8,8 @@ generator, instead:
 - ``cut``: forwards part of a request body (PATCH/PUT uploads) then closes both sockets;
 - ``cut_response``: forwards the whole request, then closes before relaying the response;
 - ``503`` / ``429``: drains the request and answers that status itself (``Retry-After: 0``);
-- ``stall``: waits ``stall_s`` before relaying the response.
+- ``stall``: waits ``stall_s`` before relaying the response;
+- ``cut_download``: relays part of a blob ``GET`` response, then closes.
 
 ``rates`` maps a fault to its probability; ``only`` limits faults to methods (default: all);
 ``counts`` tells the test which faults really happened.
@@ -36,7 +37,10 @@ class FaultProxy:
         stall_s: float = 0.3,
         only: tuple[str, ...] = (),
         max_faults: int | None = None,
+        retry_after: str = "0",
     ) -> None:
+        self.retry_after = retry_after
+        self.ranges: list[tuple[str, str]] = []
         host, _, port = upstream.rpartition(":")
         self.upstream = (host, int(port))
         self.rates = rates or {}
@@ -68,7 +72,7 @@ class FaultProxy:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _pick(self, method: str, has_body: bool) -> str:
+    def _pick(self, method: str, has_body: bool, path: str = "") -> str:
         with self._lock:
             if self.only and method not in self.only:
                 return ""
@@ -76,6 +80,8 @@ class FaultProxy:
                 return ""
             for fault, p in self.rates.items():
                 if fault in _BODY_FAULTS and not has_body:
+                    continue
+                if fault == "cut_download" and not (method == "GET" and "/blobs/sha256:" in path):
                     continue
                 if self.rng.random() < p:
                     self.counts[fault] += 1
@@ -94,6 +100,8 @@ class FaultProxy:
         up = None
         try:
             f = client.makefile("rb")
+            if f.peek(1)[:1] == b"\x16":
+                return  # a TLS handshake: this proxy speaks plain HTTP only
             head = b""
             while not head.endswith(b"\r\n\r\n"):
                 line = f.readline()
@@ -109,7 +117,9 @@ class FaultProxy:
                     length = int(h.split(":", 1)[1])
             with self._lock:
                 self.requests.append((method, path))
-            fault = self._pick(method, length > 0)
+                if any(h.lower().startswith("range:") for h in headers):
+                    self.ranges.append((f"{method}-range", path))
+            fault = self._pick(method, length > 0, path)
             if fault in ("503", "429"):
                 left = length
                 while left:
@@ -117,7 +127,7 @@ class FaultProxy:
                 body = b'{"errors":[{"code":"UNAVAILABLE","message":"injected"}]}'
                 status = "503 Service Unavailable" if fault == "503" else "429 Too Many Requests"
                 client.sendall(
-                    f"HTTP/1.1 {status}\r\nRetry-After: 0\r\nContent-Length: {len(body)}\r\n"
+                    f"HTTP/1.1 {status}\r\nRetry-After: {self.retry_after}\r\nContent-Length: {len(body)}\r\n"
                     "Content-Type: application/json\r\nConnection: close\r\n\r\n".encode()
                     + body
                 )
@@ -147,11 +157,15 @@ class FaultProxy:
                 return
             if fault == "stall":
                 time.sleep(self.stall_s)
+            relayed = 0
             while True:
                 data = up.recv(1 << 16)
                 if not data:
                     break
                 client.sendall(data)
+                relayed += len(data)
+                if fault == "cut_download" and relayed > (256 << 10):
+                    return
         except OSError:
             pass
         finally:
