@@ -61,6 +61,7 @@ class BuildResult:
     image: Image | ImageIndex = field(repr=False)
     requirements: list[str] = field(default_factory=list)
     locks: dict = field(default_factory=dict, repr=False)
+    written: Any = field(default=None, repr=False)  # the transport's WriteResult (push stats...)
 
     def to_json(self) -> dict:
         return {

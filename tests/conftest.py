@@ -7,11 +7,18 @@ touch the user's cache and start from the same state on every machine.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # so every folder can `from tests.support... import ...`
+    sys.path.insert(0, str(ROOT))
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -83,3 +90,50 @@ def podman(tmp_path):
     ]
     yield cmd
     shutil.rmtree(run_root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def engine():
+    """A Docker Engine API: ``podman system service`` on its own socket and storage; stopped after."""
+    import docker
+
+    tmp = Path(tempfile.mkdtemp(prefix="pmsvc-", dir="/tmp"))
+    sock = tmp / "api.sock"
+    proc = subprocess.Popen(
+        [
+            "podman",
+            "--root",
+            str(tmp / "root"),
+            "--runroot",
+            str(tmp / "run"),
+            "--storage-driver",
+            "vfs",
+            "--cgroup-manager",
+            "cgroupfs",
+            "--events-backend",
+            "none",
+            "system",
+            "service",
+            "--time=0",
+            f"unix://{sock}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    url = f"unix://{sock}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            docker.DockerClient(base_url=url).ping()
+            break
+        except Exception:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                pytest.fail(
+                    f"podman system service did not start: {proc.stderr.read().decode()[-2000:]}"
+                )
+            time.sleep(0.2)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)
+    shutil.rmtree(tmp, ignore_errors=True)

@@ -2,12 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import tempfile
-import time
-from pathlib import Path
-
 import docker
 import pytest
 
@@ -16,51 +10,6 @@ from ociforge.blobstore import BlobStore
 from ociforge.errors import OciforgeError
 from ociforge.image import ConfigChanges
 from ociforge.transport import write_to
-
-
-@pytest.fixture(scope="module")
-def engine():
-    """``podman system service`` on a socket of its own, with its own storage; stopped after."""
-    tmp = Path(tempfile.mkdtemp(prefix="pmsvc-", dir="/tmp"))
-    sock = tmp / "api.sock"
-    proc = subprocess.Popen(
-        [
-            "podman",
-            "--root",
-            str(tmp / "root"),
-            "--runroot",
-            str(tmp / "run"),
-            "--storage-driver",
-            "vfs",
-            "--cgroup-manager",
-            "cgroupfs",
-            "--events-backend",
-            "none",
-            "system",
-            "service",
-            "--time=0",
-            f"unix://{sock}",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    url = f"unix://{sock}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            docker.DockerClient(base_url=url).ping()
-            break
-        except Exception:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                pytest.fail(
-                    f"podman system service did not start: {proc.stderr.read().decode()[-2000:]}"
-                )
-            time.sleep(0.2)
-    yield url
-    proc.terminate()
-    proc.wait(timeout=30)
-    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def test_load_into_engine(tmp_path, engine):
