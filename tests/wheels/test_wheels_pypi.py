@@ -1,0 +1,108 @@
+"""Against the real indexes (pip.conf + PyPI): scikit-learn for amd64 and arm64, torch plans.
+
+The amd64 tree is run with this machine's Python 3.11 (x86_64, glibc 2.36: the bookworm target);
+the arm64 tree is checked by its ELF headers.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from ociforge.blobstore import BlobStore
+from ociforge.install import wheel_layers
+from ociforge.lock import dumps
+from ociforge.resolve import ResolutionError, ResolveOptions, resolve
+from ociforge.target import debian_target
+from ociforge.wheelcache import WheelCache
+
+pytestmark = pytest.mark.slow
+PYTHON = "/usr/bin/python3.11" if os.path.exists("/usr/bin/python3.11") else sys.executable
+AMD, ARM = debian_target("linux/amd64"), debian_target("linux/arm64")
+ELF_MACHINE = {"amd64": 62, "arm64": 183}  # EM_X86_64, EM_AARCH64
+
+
+def unpack(store: BlobStore, layers, dest: Path) -> Path:
+    for lyr in layers:
+        with store.open_blob(lyr.digest) as f, tarfile.open(fileobj=f, mode="r|gz") as tf:
+            tf.extractall(dest, filter="tar")
+    return dest
+
+
+def elf_machine(path: Path) -> int:
+    head = path.open("rb").read(20)
+    assert head[:4] == b"\x7fELF", path
+    return int.from_bytes(head[18:20], "little")
+
+
+@pytest.fixture(scope="module")
+def sklearn(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("sklearn")
+    locks = resolve(["scikit-learn==1.5.2"], [AMD, ARM])
+    cache, store = WheelCache(tmp / "wheels"), BlobStore(tmp / "store")
+    layers = {t: wheel_layers(locks[t], t, store, cache=cache) for t in (AMD, ARM)}
+    return locks, cache, store, layers, tmp
+
+
+def test_sklearn_layers_hold_the_right_machine_code(sklearn):
+    locks, cache, store, layers, tmp = sklearn
+    assert set(locks[ARM].names()) >= {"scikit-learn", "numpy", "scipy", "joblib", "threadpoolctl"}
+    for t in (AMD, ARM):
+        root = unpack(store, layers[t], tmp / f"root-{t.platform.architecture}")
+        sos = list(root.rglob("*.so"))
+        assert len(sos) > 50
+        assert {elf_machine(p) for p in sos} == {ELF_MACHINE[t.platform.architecture]}
+    pure = {lyr.digest for lyr in layers[AMD]} & {lyr.digest for lyr in layers[ARM]}
+    assert pure  # the pure-Python wheels' layer is the same blob on both platforms
+
+
+def test_sklearn_amd64_tree_imports_and_fits(sklearn):
+    _, _, _, _, tmp = sklearn
+    site = tmp / "root-amd64" / "opt/ociforge/site-packages"
+    if not site.is_dir():
+        pytest.skip("needs the ELF test's unpacked tree")
+    code = (
+        "import sklearn, numpy as np; from sklearn.linear_model import LogisticRegression;"
+        "X = np.arange(40.0).reshape(20, 2); y = (X[:, 0] > 20).astype(int);"
+        "print(sklearn.__file__, LogisticRegression().fit(X, y).score(X, y))"
+    )
+    r = subprocess.run(
+        [PYTHON, "-s", "-c", code],
+        env={"PYTHONPATH": str(site), "PATH": os.environ["PATH"]},
+        capture_output=True,
+        text=True,
+        cwd=tmp,
+    )
+    assert r.returncode == 0, r.stderr
+    assert str(site) in r.stdout and r.stdout.strip().endswith("1.0")
+
+
+def test_second_run_same_lock_downloads_nothing_offline_works(sklearn):
+    locks, cache, store, layers, tmp = sklearn
+    again = resolve(["scikit-learn==1.5.2"], [ARM, AMD])
+    assert dumps(again) == dumps(locks)
+    before = cache.stats.downloaded
+    rebuilt = wheel_layers(again[ARM], ARM, BlobStore(tmp / "store2"), cache=cache, offline=True)
+    assert cache.stats.downloaded == before
+    assert [x.digest for x in rebuilt] == [x.digest for x in layers[ARM]]
+
+
+def test_cuda_plan_lists_nvidia_wheels_without_downloading(tmp_path, monkeypatch):
+    monkeypatch.setenv("UV_CACHE_DIR", str(tmp_path / "uv"))
+    locks = resolve(["torch==2.5.1"], [debian_target("linux/amd64", variant="cu124")])
+    (lock,) = locks.values()
+    nvidia = [p for p in lock.packages if p.name.startswith("nvidia-")]
+    assert len(nvidia) >= 10 and all(p.size and p.size > 50_000 for p in nvidia)
+    assert lock.total_size > 2_000_000_000
+    used = sum(f.stat().st_size for f in (tmp_path / "uv").rglob("*") if f.is_file())
+    assert used < 50_000_000  # metadata only, not the 3 GB of wheels
+    with pytest.raises(ResolutionError) as e:
+        resolve(["torch==2.5.1"], [debian_target("linux/amd64", variant="cpu")], ResolveOptions())
+    assert "torch 2.5.1 is a CUDA build" in str(e.value) and "nvidia-cudnn-cu12" in str(e.value)
+    cpu = resolve(["torch==2.13.0+cpu"], [debian_target("linux/amd64", variant="cpu")])
+    assert not any(p.name.startswith("nvidia-") for lk in cpu.values() for p in lk.packages)
