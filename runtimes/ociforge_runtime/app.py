@@ -31,6 +31,10 @@ def _json(body: Any, status: int = 200) -> Response:
     return Response(codec.dumps(body), status=status, mimetype=JSON)
 
 
+def _model_json(body: Any) -> Response:
+    return Response(codec.encode_response(body), mimetype=JSON)
+
+
 class RequestObserver:
     """WSGI middleware: one log line and the request metrics for every request.
 
@@ -66,11 +70,7 @@ class RequestObserver:
             latency = time.perf_counter() - start
             route = environ.get(ROUTE_KEY, "<unmatched>")
             method = environ.get("REQUEST_METHOD", "")
-            self.registry.inc(
-                "ociforge_requests_total",
-                (("method", method), ("route", route), ("status", str(status[0]))),
-            )
-            self.registry.observe("ociforge_request_duration_seconds", latency, (("route", route),))
+            self.registry.record_request(method, route, status[0], latency)
             if self.access_log:
                 logs.request(
                     method, route, environ.get("PATH_INFO", ""), status[0], latency * 1000.0
@@ -181,14 +181,12 @@ def create_app(
     @app.post("/predict")
     def predict() -> Response:
         x = read_input(batch=False)
-        result = codec.encode_output(predictor.predict(x))
-        return _json(with_meta({"prediction": result}))
+        return _model_json(with_meta({"prediction": predictor.predict(x)}))
 
     @app.post("/predict/batch")
     def predict_batch() -> Response:
         xs = read_input(batch=True)
-        results = codec.encode_output(predictor.predict_many(xs))
-        return _json(with_meta({"predictions": results}))
+        return _model_json(with_meta({"predictions": predictor.predict_many(xs)}))
 
     # ------------------------------------------------------------------ Open Inference Protocol
 
@@ -236,7 +234,9 @@ def create_app(
         body = codec.decode_json(request.get_data(cache=False))
         x, requested, request_id = codec.decode_infer_request(body, predictor.card)
         result = predictor.predict(x)
-        return _json(codec.encode_infer_response(result, predictor.card, requested, request_id))
+        return _model_json(
+            codec.encode_infer_response(result, predictor.card, requested, request_id)
+        )
 
     # ------------------------------------------------------------------ Chassis-style lifecycle
 
@@ -244,10 +244,9 @@ def create_app(
     def run() -> Response:
         try:
             x = read_input(batch=False)
-            result = codec.encode_output(predictor.predict(x))
+            return _model_json(with_meta({"success": True, "outputs": [predictor.predict(x)]}))
         except Exception as exc:  # noqa: BLE001 - answered Chassis-style, with success: false
             return error_body(exc, {"success": False})
-        return _json(with_meta({"success": True, "outputs": [result]}))
 
     @app.get("/status")
     def status() -> Response:

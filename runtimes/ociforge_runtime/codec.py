@@ -70,17 +70,16 @@ def to_jsonable(obj: Any) -> Any:
     return json.loads(dumps(obj))
 
 
-def encode_output(result: Any) -> Any:
-    """Check that a model result can be sent as JSON; a ``ModelError`` if it cannot.
+def encode_response(body: Any) -> bytes:
+    """Encode a response carrying model output; unencodable output is the model's fault (500).
 
-    Encoding happens once, in the HTTP layer; this check exists so the error is
-    blamed on the model (500, clear message) rather than surfacing as a crash.
+    Encoding happens exactly once per response; the ``ModelError`` blames the
+    model with a clear message instead of surfacing as an internal error.
     """
     try:
-        dumps(result)
+        return dumps(body)
     except (TypeError, ValueError) as exc:
         raise ModelError(f"model output cannot be encoded as JSON: {exc}", exc) from exc
-    return result
 
 
 # --------------------------------------------------------------------------- simple route in

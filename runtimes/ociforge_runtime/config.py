@@ -94,6 +94,7 @@ class Settings:
     threads: int = 8
     max_request_bytes: int = 32 * 1024 * 1024
     timeout_s: float = 60.0
+    timeout_mode: str = "interrupt"
     max_concurrency: int = 8
     batch_max_wait_ms: float = 5.0
     batch_size: int | None = None
@@ -121,6 +122,11 @@ class Settings:
         if threads is None:
             threads = max(8, 2 * (batch_size or package_batch_size or 0))
         max_conc = _int(env, "OCIFORGE_MAX_CONCURRENCY", threads, minimum=1)
+        timeout_mode = (_env(env, "OCIFORGE_TIMEOUT_MODE") or "interrupt").lower()
+        if timeout_mode not in {"interrupt", "thread"}:
+            raise ValueError(
+                f"OCIFORGE_TIMEOUT_MODE={timeout_mode!r} must be 'interrupt' or 'thread'"
+            )
         log_level = (_env(env, "OCIFORGE_LOG_LEVEL") or "info").lower()
         if log_level not in {"debug", "info", "warning", "error", "critical"}:
             raise ValueError(f"OCIFORGE_LOG_LEVEL={log_level!r} is not a log level")
@@ -132,6 +138,7 @@ class Settings:
             threads=threads,
             max_request_bytes=_int(env, "OCIFORGE_MAX_REQUEST_BYTES", 32 * 1024 * 1024, 1),
             timeout_s=_float(env, "OCIFORGE_TIMEOUT", 60.0),
+            timeout_mode=timeout_mode,
             max_concurrency=max_conc,
             batch_max_wait_ms=_float(env, "OCIFORGE_BATCH_MAX_WAIT_MS", 5.0),
             batch_size=batch_size,

@@ -33,19 +33,18 @@ def event(name: str, level: str = "info", **fields: Any) -> None:
 
 
 def request(method: str, route: str, path: str, status: int, latency_ms: float) -> None:
-    """The per-request line: method, route template, status, latency."""
-    _write(
-        {
-            "ts": round(time.time(), 3),
-            "event": "request",
-            "method": method,
-            "route": route,
-            "path": path,
-            "status": status,
-            "latency_ms": round(latency_ms, 3),
-            "pid": os.getpid(),
-        }
+    """The per-request line: method, route template, status, latency.
+
+    Formatted by hand (it runs once per request); only the strings a client
+    controls go through ``json.dumps`` for escaping.
+    """
+    line = (
+        f'{{"ts":{time.time():.3f},"event":"request","method":{json.dumps(method)},'
+        f'"route":{json.dumps(route)},"path":{json.dumps(path)},"status":{status},'
+        f'"latency_ms":{latency_ms:.3f},"pid":{os.getpid()}}}\n'
     )
+    with contextlib.suppress(OSError):
+        os.write(STDOUT, line.encode("utf-8", "backslashreplace"))
 
 
 def format_exception(exc: BaseException) -> str:

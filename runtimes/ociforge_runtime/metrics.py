@@ -72,6 +72,24 @@ class Registry:
             hist[2] += 1
             self.version += 1
 
+    def record_request(self, method: str, route: str, status: int, latency: float) -> None:
+        """The per-request counter and latency histogram under one lock (hot path)."""
+        count_key = (
+            "ociforge_requests_total",
+            (("method", method), ("route", route), ("status", str(status))),
+        )
+        hist_key = ("ociforge_request_duration_seconds", (("route", route),))
+        idx = bisect.bisect_left(LATENCY_BUCKETS, latency)
+        with self._lock:
+            self.counters[count_key] = self.counters.get(count_key, 0.0) + 1.0
+            hist = self.hists.get(hist_key)
+            if hist is None:
+                hist = self.hists[hist_key] = [[0] * (len(LATENCY_BUCKETS) + 1), 0.0, 0]
+            hist[0][idx] += 1
+            hist[1] += latency
+            hist[2] += 1
+            self.version += 1
+
     def snapshot(self) -> dict[str, Any]:
         """A JSON-able copy of everything (written to the shared directory)."""
         with self._lock:

@@ -14,7 +14,7 @@ from typing import Any
 from .batching import Batcher
 from .config import Settings
 from .errors import Busy, ModelError, NotReady, RuntimeHTTPError, Timeout
-from .execution import Job, ModelThreads
+from .execution import Job, ModelThreads, RequestTimeout, Watchdog
 from .metrics import BATCH_BUCKETS, Registry, record_model_metrics
 from .package import LoadedModel
 
@@ -50,6 +50,7 @@ class Predictor:
         self.load_error: BaseException | None = None
         self._slots = threading.Semaphore(settings.max_concurrency)
         self._threads: ModelThreads | None = None
+        self._watchdog: Watchdog | None = None
         self._batcher: Batcher | None = None
         self.registry.describe(
             "ociforge_model_ready", "gauge", "1 per worker whose model has loaded"
@@ -91,8 +92,10 @@ class Predictor:
                 self.settings.batch_max_wait_ms / 1000.0,
                 on_batch=self._on_batch,
             )
-        if self.settings.timeout_s > 0:
+        if self.settings.timeout_s > 0 and self.settings.timeout_mode == "thread":
             self._threads = ModelThreads(self.settings.max_concurrency)
+        elif self.settings.timeout_s > 0:
+            self._watchdog = Watchdog(min(0.1, max(0.005, self.settings.timeout_s / 20)))
         self.registry.set("ociforge_model_ready", 1)
         self._loaded.set()
         return model
@@ -161,23 +164,37 @@ class Predictor:
         timeout = self.settings.timeout_s
         return time.monotonic() + timeout if timeout > 0 else None
 
+    def _timeout(self) -> Timeout:
+        return Timeout(
+            f"prediction did not finish within {self.settings.timeout_s:g}s (OCIFORGE_TIMEOUT)"
+        )
+
     def _await(self, job: Job, deadline: float | None) -> Any:
         remaining = None if deadline is None else deadline - time.monotonic()
         if not job.wait(remaining):
-            raise Timeout(
-                f"prediction did not finish within {self.settings.timeout_s:g}s (OCIFORGE_TIMEOUT)"
-            )
+            raise self._timeout()
         if job.error is not None:
             raise model_error(job.error)
         return job.value
 
     def _run(self, fn: Callable[[Any], Any], arg: Any, deadline: float | None) -> Any:
-        job = Job(fn, arg, self._slots.release)
-        if self._threads is None:
-            job.run()  # no timeout configured: no hand-off needed
-        else:
-            self._threads.submit(job)
-        return self._await(job, deadline)
+        if self._threads is None:  # inline: no hand-off (the watchdog, if any, interrupts)
+            watchdog = self._watchdog
+            try:
+                if watchdog is None or deadline is None:
+                    return fn(arg)
+                tid = watchdog.arm(deadline)
+                try:
+                    return fn(arg)
+                finally:
+                    watchdog.disarm(tid)
+            except RequestTimeout:
+                raise self._timeout() from None
+            except BaseException as exc:
+                raise model_error(exc) from exc
+            finally:
+                self._slots.release()
+        return self._await(self._threads.submit(Job(fn, arg, self._slots.release)), deadline)
 
     def predict(self, x: Any) -> Any:
         """One input -> one result (through the batcher for batch models)."""

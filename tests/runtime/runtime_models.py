@@ -19,7 +19,12 @@ def echo(x):
     if isinstance(x, str):
         if x == "boom":
             raise ValueError("the model exploded on purpose")
-        if x.startswith("sleep:"):
+        if x.startswith("spin:"):  # busy in Python bytecode: interruptible
+            end = time.monotonic() + float(x.split(":", 1)[1])
+            while time.monotonic() < end:
+                pass
+            return {"type": "str", "spun": True}
+        if x.startswith("sleep:"):  # blocked in one C call
             time.sleep(float(x.split(":", 1)[1]))
             return {"type": "str", "slept": True}
         return {"type": "str", "value": x}

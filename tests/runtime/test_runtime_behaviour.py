@@ -6,6 +6,7 @@ import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 import requests
 import runtime_models as models
 
@@ -107,12 +108,12 @@ def test_missing_package_and_bad_config_exit_non_zero(start_server, tmp_path):
     assert "OCIFORGE_TIMEOUT='soon' is not a number" in server.logs()
 
 
-def test_per_request_timeout_is_504_and_server_keeps_serving(start_server):
-    server = start_server(models.echo, env={"OCIFORGE_TIMEOUT": "0.5"})
+@pytest.mark.parametrize(("mode", "work"), [("interrupt", "spin:3"), ("thread", "sleep:3")])
+def test_per_request_timeout_is_504_and_server_keeps_serving(start_server, mode, work):
+    env = {"OCIFORGE_TIMEOUT": "0.5", "OCIFORGE_TIMEOUT_MODE": mode}
+    server = start_server(models.echo, env=env)
     start = time.monotonic()
-    r = requests.post(
-        server.url + "/predict", data="sleep:3", headers={"Content-Type": "text/plain"}
-    )
+    r = requests.post(server.url + "/predict", data=work, headers={"Content-Type": "text/plain"})
     assert r.status_code == 504
     assert "did not finish within 0.5s" in r.json()["error"]
     assert time.monotonic() - start < 2.5
