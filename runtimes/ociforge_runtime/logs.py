@@ -1,10 +1,12 @@
 """One JSON object per line on stdout: request lines and runtime events.
 
-Container log collectors expect structured lines on stdout.  Each line is
-written with a single ``os.write`` on the unbuffered file descriptor, so lines
-from different threads and worker processes never interleave (writes up to
-PIPE_BUF bytes to a pipe are atomic) and nothing is lost in a buffer when a
-worker is killed.
+Container log collectors expect structured lines on stdout.  Lines are written
+with ``os.write`` on the raw file descriptor, whole lines only, so lines from
+different threads and worker processes never interleave.  Request lines (the
+hot path) are buffered and written together at most ``FLUSH_S`` later by one
+thread: a write system call per request measurably cut throughput.  Events
+(errors, start-up, shutdown) flush the buffer and are written at once, so the
+log stays in order and the important lines are never held back.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import threading
 import time
 import traceback
 from typing import Any
@@ -19,10 +22,40 @@ from typing import Any
 STDOUT = 1
 
 
+FLUSH_S = 0.05
+_lock = threading.Lock()
+_pending: list[str] = []
+_flusher: list[threading.Thread] = []
+
+
+def _emit(text: str) -> None:
+    data = text.encode("utf-8", "backslashreplace")
+    with contextlib.suppress(OSError):  # a closed stdout must not fail requests
+        while data:
+            data = data[os.write(STDOUT, data) :]
+
+
+def flush() -> None:
+    """Write buffered request lines now (also called at worker exit)."""
+    with _lock:
+        text = "".join(_pending)
+        _pending.clear()
+        if text:
+            _emit(text)
+
+
+def _flush_loop() -> None:
+    while True:
+        time.sleep(FLUSH_S)
+        flush()
+
+
 def _write(record: dict[str, Any]) -> None:
     line = json.dumps(record, default=str, separators=(",", ":")) + "\n"
-    with contextlib.suppress(OSError):  # a closed stdout must not fail requests
-        os.write(STDOUT, line.encode("utf-8", "backslashreplace"))
+    with _lock:
+        text = "".join(_pending) + line
+        _pending.clear()
+        _emit(text)
 
 
 def event(name: str, level: str = "info", **fields: Any) -> None:
@@ -43,8 +76,12 @@ def request(method: str, route: str, path: str, status: int, latency_ms: float) 
         f'"route":{json.dumps(route)},"path":{json.dumps(path)},"status":{status},'
         f'"latency_ms":{latency_ms:.3f},"pid":{os.getpid()}}}\n'
     )
-    with contextlib.suppress(OSError):
-        os.write(STDOUT, line.encode("utf-8", "backslashreplace"))
+    with _lock:
+        _pending.append(line)
+        if not _flusher or _flusher[0].ident is None or not _flusher[0].is_alive():
+            # (re)start after a fork: threads do not survive into the child
+            _flusher[:] = [threading.Thread(target=_flush_loop, name="ociforge-log", daemon=True)]
+            _flusher[0].start()
 
 
 def format_exception(exc: BaseException) -> str:

@@ -90,6 +90,7 @@ class RuntimeApplication(BaseApplication):
         )
 
     def _worker_exit(self, server: Any, worker: Any) -> None:
+        logs.flush()
         if self.exporter is not None:
             self.exporter.stop()
 

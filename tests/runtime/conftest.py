@@ -81,6 +81,7 @@ class Server:
         return self.stdout_path.read_text(errors="replace")
 
     def log_records(self) -> list[dict]:
+        time.sleep(0.2)  # request lines are flushed every 50 ms
         return [json.loads(line) for line in self.stdout().splitlines() if line.startswith("{")]
 
     def logs(self) -> str:
