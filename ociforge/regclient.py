@@ -29,6 +29,8 @@ from .errors import NotFound, OciforgeError
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 USER_AGENT = "ociforge"
+# Hosts (loopback or --insecure) found to speak plain HTTP, so later clients skip the TLS probe.
+_PLAIN_HOSTS: dict[str, bool] = {}
 _NOT_FOUND_CODES = {"MANIFEST_UNKNOWN", "NAME_UNKNOWN", "BLOB_UNKNOWN", "NOT_FOUND"}
 
 
@@ -205,6 +207,8 @@ class Client:
             return
         plain_ok = self.loopback or self.insecure
         schemes = ["https", "http"] if plain_ok else ["https"]
+        if plain_ok and _PLAIN_HOSTS.get(self.api_host):
+            schemes = ["http", "https"]  # plain before, in this process: try that first
         last: Exception | None = None
         for scheme in schemes:
             url = f"{scheme}://{self.api_host}/v2/"
@@ -242,10 +246,15 @@ class Client:
                     resp.close()
                     time.sleep(self.retry.delay(attempt, retry_after_of(resp)))
                     continue
-                if resp.status_code == 400 and scheme == "https" and plain_ok:
+                if resp.status_code == 400 and scheme != schemes[-1]:
+                    # 400 on /v2/ is a protocol mismatch (plain HTTP to a TLS port, or the
+                    # reverse): try the other scheme.
+                    resp.close()
                     last = None
                     break
                 self.base_url = f"{scheme}://{self.api_host}"
+                if plain_ok:
+                    _PLAIN_HOSTS[self.api_host] = scheme == "http"
                 if scheme == "https" and verify is False:
                     self.verify = False
                     self.auth.verify = False
