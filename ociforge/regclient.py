@@ -192,6 +192,11 @@ class Client:
         self.session.mount("https://", adapter)
         self.session.mount("http://", adapter)
         self.verify: bool | str = ca_bundle or True
+        if insecure:
+            # The user chose not to verify; one warning per request would bury the output.
+            import urllib3
+
+            urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
         self.auth = Authenticator(
             registry, credential, self.session, verify=self.verify, insecure=insecure
         )
