@@ -391,6 +391,7 @@ def build(
         image=result_obj,
         requirements=all_reqs,
         locks=locks,
+        written=written,
     )
 
 

@@ -23,7 +23,9 @@ if str(ROOT) not in sys.path:  # so every folder can `from tests.support... impo
 
 @pytest.fixture(scope="session", autouse=True)
 def _session_cache(tmp_path_factory):
-    cache = tmp_path_factory.mktemp("ociforge-cache")
+    # OCIFORGE_TEST_CACHE keeps one warm cache across runs while developing; CI starts empty.
+    keep = os.environ.get("OCIFORGE_TEST_CACHE")
+    cache = Path(keep) if keep else tmp_path_factory.mktemp("ociforge-cache")
     old = os.environ.get("OCIFORGE_CACHE")
     os.environ["OCIFORGE_CACHE"] = str(cache)
     yield cache
