@@ -43,7 +43,8 @@ from installer.utils import construct_record_file, copyfileobj_with_hashing, fix
 
 from .blobstore import BlobStore
 from .errors import InvalidInput
-from .layer import Entry, Layer, image_path, write_layer
+from .layer import Entry, Layer, image_path, source_date_epoch, write_layer
+from .layercache import memo_key, memoized
 from .lock import Lock, LockedWheel
 from .target import Target
 
@@ -283,9 +284,30 @@ def wheel_layers(
         raise InvalidInput("wheel_layers needs a blob store to write the layers into")
     files = list(paths) if paths is not None else fetch(lock, cache, offline=offline)
     by_sha = {w.sha256: Path(p) for w, p in zip(lock.packages, files, strict=True)}
+    compile_pyc = can_compile_for(target) if bytecode is None else bytecode
     layers = []
     for group in plan_layers(lock, big):
-        entries = _group_entries(group, by_sha, target, bytecode)
         names = ",".join(f"{w.name}=={w.version}" for w in group.wheels)
-        layers.append(write_layer(entries, store, compression, annotations={ANNOTATION: names}))
+        # The layer is a pure function of the wheels' bytes and these settings: a rebuild reuses it.
+        key = memo_key(
+            "wheels",
+            [w.sha256 for w in group.wheels],
+            target.to_json(),
+            compression,
+            source_date_epoch(),
+            bool(compile_pyc),
+            sys.version if compile_pyc else "",
+        )
+        layers.append(
+            memoized(
+                store,
+                key,
+                lambda group=group, names=names: write_layer(
+                    _group_entries(group, by_sha, target, bytecode),
+                    store,
+                    compression,
+                    annotations={ANNOTATION: names},
+                ),
+            )
+        )
     return layers

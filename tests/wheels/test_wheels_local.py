@@ -146,3 +146,45 @@ def test_cache_verifies_on_use(local_options, tmp_path):
         fetch(lock, cache, offline=True)  # the bad file is dropped, and offline cannot refetch
     (again,) = fetch(lock, cache)
     assert again.read_bytes() != b"rotten" and cache.stats.downloaded == 2
+
+
+def test_wheel_layers_are_remembered(tmp_path, monkeypatch):
+    """A second install of the same wheels reuses the remembered layer: nothing is rewritten."""
+    from ociforge import install as install_mod
+    from ociforge.blobstore import BlobStore
+    from ociforge.lock import Lock, LockedWheel
+    from ociforge.target import Target
+    from tests.wheels.wheelmaker import make_wheel
+
+    whl = make_wheel(tmp_path, "memo-demo")
+    import hashlib
+
+    sha = hashlib.sha256(whl.read_bytes()).hexdigest()
+    target = Target.make("linux/arm64")
+    lock = Lock(
+        target=target,
+        packages=[
+            LockedWheel(
+                name="memo-demo",
+                version="1.0",
+                filename=whl.name,
+                url=whl.as_uri(),
+                sha256=sha,
+                size=whl.stat().st_size,
+            )
+        ],
+    )
+    store = BlobStore(tmp_path / "store")
+    first = install_mod.wheel_layers(lock, target, store, paths=[whl])
+    calls = []
+    real = install_mod.write_layer
+    monkeypatch.setattr(
+        install_mod, "write_layer", lambda *a, **k: calls.append(1) or real(*a, **k)
+    )
+    second = install_mod.wheel_layers(lock, target, store, paths=[whl])
+    assert [layer.digest for layer in second] == [layer.digest for layer in first]
+    assert calls == []
+    # a different epoch is a different layer, and is written
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1234")
+    third = install_mod.wheel_layers(lock, target, store, paths=[whl])
+    assert calls and third[0].diff_id != first[0].diff_id
