@@ -58,13 +58,13 @@ def test_batch_function_gathers_requests(tmp_path):
     """,
     )
     _result, img = _build(tmp_path, ns["predict_batch"], batch_size=8, name="doubler")
-    with serving(img, tmp_path / "rootfs", env={"OCIFORGE_BATCH_MAX_WAIT_MS": "200"}) as url:
-        with ThreadPoolExecutor(8) as ex:
-            answers = list(
-                ex.map(
-                    lambda i: requests.post(f"{url}/predict", json=i).json()["prediction"], range(8)
-                )
-            )
+    with (
+        serving(img, tmp_path / "rootfs", env={"OCIFORGE_BATCH_MAX_WAIT_MS": "200"}) as url,
+        ThreadPoolExecutor(8) as ex,
+    ):
+        answers = list(
+            ex.map(lambda i: requests.post(f"{url}/predict", json=i).json()["prediction"], range(8))
+        )
     assert [a["double"] for a in answers] == [2 * i for i in range(8)]
     assert max(a["batch"] for a in answers) > 1  # some requests were served by one model call
 

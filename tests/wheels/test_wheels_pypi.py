@@ -6,6 +6,7 @@ the arm64 tree is checked by its ELF headers.
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import subprocess
 import sys
@@ -40,11 +41,16 @@ def elf_machine(path: Path) -> int:
     return int.from_bytes(head[18:20], "little")
 
 
+# The installed version: the same wheels the model-build tests need, downloaded once per session.
+SKLEARN = f"scikit-learn=={importlib.metadata.version('scikit-learn')}"
+
+
 @pytest.fixture(scope="module")
 def sklearn(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("sklearn")
-    locks = resolve(["scikit-learn==1.5.2"], [AMD, ARM])
-    cache, store = WheelCache(tmp / "wheels"), BlobStore(tmp / "store")
+    locks = resolve([SKLEARN], [AMD, ARM])
+    # The session's shared wheel cache: the model-build tests fetch the same wheels.
+    cache, store = WheelCache(), BlobStore(tmp / "store")
     layers = {t: wheel_layers(locks[t], t, store, cache=cache) for t in (AMD, ARM)}
     return locks, cache, store, layers, tmp
 
@@ -84,7 +90,7 @@ def test_sklearn_amd64_tree_imports_and_fits(sklearn):
 
 def test_second_run_same_lock_downloads_nothing_offline_works(sklearn):
     locks, cache, store, layers, tmp = sklearn
-    again = resolve(["scikit-learn==1.5.2"], [ARM, AMD])
+    again = resolve([SKLEARN], [ARM, AMD])
     assert dumps(again) == dumps(locks)
     before = cache.stats.downloaded
     rebuilt = wheel_layers(again[ARM], ARM, BlobStore(tmp / "store2"), cache=cache, offline=True)
