@@ -244,6 +244,9 @@ def build(
         raise InvalidInput("build: no platforms given")
     if compression not in ("gzip", "zstd", "none"):
         raise InvalidInput(f"unknown compression {compression!r} (gzip, zstd or none)")
+    from .transport import check_writable
+
+    check_writable(to)
     card = {**dict(metadata or {}), "name": name, "version": version}
     if test_sample is not None:
         from ociforge_runtime.local import LocalTestError

@@ -80,6 +80,29 @@ class WriteResult:
     details: dict[str, Any] = field(default_factory=dict)
 
 
+def check_writable(spec: str | Spec) -> None:
+    """Fail fast, before any expensive work, when a local destination cannot be written.
+
+    Registry and daemon destinations are checked when they are reached (credentials, network).
+    """
+    import os
+    from pathlib import Path
+
+    s = parse(spec) if isinstance(spec, str) else spec
+    if s.kind not in ("oci", "oci-archive", "docker-archive"):
+        return
+    if s.kind == "oci" and s.tag is not None:
+        from .layout import validate_tag
+
+        validate_tag(s.tag)
+    path = Path(s.path)
+    probe = path if (s.kind == "oci" and path.is_dir()) else path.parent
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise InvalidInput(f"cannot write {s}: {probe} is not a writable folder")
+
+
 def open_source(
     spec: str | Spec, *, platform: Platform | str | None = None, **registry_opts
 ) -> Image | ImageIndex:
