@@ -625,9 +625,9 @@ class PythonInfo:
 
 
 _DECLARE = (
-    "declare it: python_info(image, declared=PythonInfo(version='3.12.4', "
-    "path='/usr/local/bin/python3.12', libc='glibc', libc_version=(2, 36))), or on the command line "
-    "--python-version 3.12.4 --python-path /usr/local/bin/python3.12"
+    "declare it: ociforge.build(..., python='3.12.4', python_path='/usr/local/bin/python3.12', "
+    "libc='glibc 2.36'), or on the command line --python 3.12.4 --python-path "
+    "/usr/local/bin/python3.12 --libc 'glibc 2.36'"
 )
 
 

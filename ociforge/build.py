@@ -214,6 +214,8 @@ def build(
     platforms: Sequence[str | Platform] = ("linux/amd64",),
     requirements: Sequence[str] | str | os.PathLike | None = None,
     python: str | None = None,
+    python_path: str | None = None,
+    libc: str | None = None,
     base: str | Image | ImageIndex | None = None,
     to: str = "oci:out:model",
     name: str = "model",
@@ -236,6 +238,8 @@ def build(
     ``requirements`` is a list, a requirements file, or ``"auto"`` (the model's imports mapped to
     installed distributions at their exact versions). ``gpu`` is a CUDA variant (``"cu121"``).
     ``files`` maps paths relative to the working directory in the image to local files or folders.
+    ``python_path`` (with ``python`` and ``libc``, e.g. ``"glibc 2.36"``) declares the Python of a
+    base where it cannot be found from the image's files and config.
     ``test_sample`` runs :func:`test` first and refuses to build when it fails. ``lock`` is a lock
     file from ``ociforge lock`` (a build from it resolves nothing); ``offline`` touches no network.
     """
@@ -275,13 +279,22 @@ def build(
     store = BlobStore(cache or default_cache_dir())
     bases = _bases(base, plats, python, registry_opts)
 
-    from .base import python_info
-    from .target import Target
+    from .base import PythonInfo, python_info
+    from .target import Target, parse_libc
+
+    declared = None
+    if python_path:
+        if not python:
+            raise InvalidInput(
+                "python_path needs python (the version of that interpreter, e.g. '3.12.4')"
+            )
+        kind, level = parse_libc(libc or "glibc 2.17")
+        declared = PythonInfo(version=python, path=python_path, libc=kind, libc_version=level)
 
     targets: dict[Platform, Target] = {}
     for p, (img, bname) in bases.items():
         try:
-            info = python_info(img)
+            info = python_info(img, declared)
         except OciforgeError as e:
             raise BuildError(f"base {bname or img.digest} ({p}): {e}") from None
         if info.major_minor != host_python():

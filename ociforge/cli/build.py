@@ -163,6 +163,8 @@ def run(args) -> int:
         platforms=args.platform or s.get("platforms") or ["linux/amd64"],
         requirements=reqs,
         python=args.python or s.get("python"),
+        python_path=args.python_path or s.get("python_path"),
+        libc=args.libc or s.get("libc"),
         base=args.base or s.get("base"),
         to=args.to or s.get("to") or f"oci:./out:{name}",
         name=name,

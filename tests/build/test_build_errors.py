@@ -82,6 +82,18 @@ def test_base_without_python_is_refused(tmp_path):
         )
     assert "declare" in str(err.value).lower()
     assert not (tmp_path / "out").exists()
+    # declared as the message says, the build goes through and records the declared interpreter
+    result = ociforge.build(
+        ns["predict"],
+        base=f"oci:{tmp_path / 'bare'}:v1",
+        to=f"oci:{tmp_path / 'out'}:m",
+        python="3.11.2",
+        python_path="/opt/py/bin/python3.11",
+        libc="glibc 2.36",
+    )
+    img = result.image.select("linux/amd64")
+    assert img.config.config.entrypoint[0] == "/opt/py/bin/python3.11"
+    assert img.layers[0] == bare.layers[0]  # the base layer, reused by digest
 
 
 def test_unwritable_destination_fails_before_any_work(tmp_path, cli):
