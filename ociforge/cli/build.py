@@ -58,6 +58,12 @@ def register(sub) -> None:
     )
     p.add_argument("--python", help="Python version of the image (default: the base's)")
     p.add_argument(
+        "--python-path", help="the base's interpreter, when ociforge cannot find it (with --python)"
+    )
+    p.add_argument(
+        "--libc", help="the base's C library when it cannot be found: 'glibc 2.36', 'musl 1.2'"
+    )
+    p.add_argument(
         "--base", help="base image (default: ociforge's Debian base for the Python version)"
     )
     p.add_argument("--to", help="destination (default: oci:./out:NAME)")

@@ -1,0 +1,72 @@
+"""``ociforge build`` from the command line with ``[tool.ociforge]`` settings, and the README's
+first command (``ociforge example``)."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+from ociforge.transport import open_source
+from tests.build.conftest import serving
+
+
+def test_build_reads_pyproject_settings(tmp_path, cli):
+    proj = tmp_path / "proj"
+    (proj / "assets").mkdir(parents=True)
+    (proj / "assets" / "greeting.txt").write_text("hello")
+    (proj / "pyproject.toml").write_text(
+        textwrap.dedent("""
+        [project]
+        name = "greeter"
+
+        [tool.ociforge]
+        name = "greeter"
+        version = "2.0.0"
+        platforms = ["linux/amd64", "linux/arm64"]
+        compression = "zstd"
+        files = { "assets" = "assets" }
+        metadata = { description = "says hello" }
+        test_sample = "world"
+    """)
+    )
+    (proj / "serve.py").write_text(
+        textwrap.dedent("""
+        class Greeter:
+            def load(self):
+                with open("assets/greeting.txt") as f:
+                    self.word = f.read()
+            def predict(self, name):
+                return f"{self.word}, {name}"
+    """)
+    )
+    out = cli("build", "serve.py:Greeter", "--json", "--to", f"oci:{tmp_path / 'out'}:v2", cwd=proj)
+    assert out.returncode == 0, out.stderr
+    info = json.loads(out.stdout)
+    assert info["platforms"] == ["linux/amd64", "linux/arm64"]
+    idx = open_source(f"oci:{tmp_path / 'out'}:v2")
+    assert idx.index.annotations["org.opencontainers.image.version"] == "2.0.0"
+    assert idx.index.annotations["org.opencontainers.image.description"] == "says hello"
+    amd = idx.select("linux/amd64")
+    assert all(d.media_type.endswith("+zstd") for d in amd.layers[-3:])
+    with serving(amd, tmp_path / "rootfs") as url:
+        import requests
+
+        assert requests.post(f"{url}/predict", json="ada").json()["prediction"] == "hello, ada"
+    bad = proj / "pyproject.toml"
+    bad.write_text(bad.read_text() + 'colour = "blue"\n')
+    out = cli("build", "serve.py:Greeter", cwd=proj)
+    assert out.returncode == 2 and "unknown [tool.ociforge] settings: colour" in out.stderr
+
+
+def test_readme_example_builds_both_platforms(tmp_path, cli, tool):
+    out = cli("example", "--to", f"oci:{tmp_path / 'out'}:example", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "push it:" in out.stdout and "run it:" in out.stdout
+    raw = json.loads(tool("skopeo", "inspect", "--raw", f"oci:{tmp_path / 'out'}:example").stdout)
+    assert sorted(m["platform"]["architecture"] for m in raw["manifests"]) == ["amd64", "arm64"]
+    img = open_source(f"oci:{tmp_path / 'out'}:example", platform="linux/amd64")
+    with serving(img, tmp_path / "rootfs") as url:
+        import requests
+
+        got = requests.post(f"{url}/predict", json=[[5.1, 3.5, 1.4, 0.2]]).json()["prediction"]
+        assert got == ["setosa"]
