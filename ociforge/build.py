@@ -118,12 +118,22 @@ def test_batch(
 
 
 def _package(model, batch_size, card, build_info) -> dict[str, bytes]:
-    from ociforge_runtime.package import package_files
+    """The model package, with the modules its pickle imports recorded for the runtime to
+    import once before forking workers (``build.imports`` in model.json)."""
+    import json
+
+    from ociforge_runtime.package import MODEL_JSON, MODEL_PKL, package_files, stable_json
+
+    from .model import preimportable
 
     try:
-        return package_files(model, batch_size=batch_size, card=card, build=build_info)
+        files = package_files(model, batch_size=batch_size, card=card, build=build_info)
     except (TypeError, ValueError) as e:
         raise BuildError(f"cannot package the model: {e}") from None
+    manifest = json.loads(files[MODEL_JSON])
+    manifest["build"]["imports"] = preimportable(files[MODEL_PKL])
+    files[MODEL_JSON] = stable_json(manifest)
+    return files
 
 
 def _bases(

@@ -76,6 +76,12 @@ def referenced_modules(pickled: bytes) -> set[str]:
     return modules
 
 
+def preimportable(pickled: bytes) -> list[str]:
+    """Third-party modules the pickle imports (sorted), for the runtime to import before forking."""
+    _user, third = classify(referenced_modules(pickled))
+    return sorted(m for m in referenced_modules(pickled) if m.split(".", 1)[0] in third)
+
+
 def _stdlib_paths() -> list[Path]:
     paths = {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib")}
     return [Path(p).resolve() for p in paths]

@@ -133,6 +133,30 @@ class RuntimeApplication(BaseApplication):
         return app
 
 
+def preimport(manifest: dict[str, Any], env: dict[str, str] | None = None) -> list[str]:
+    """Import the modules the model's pickle needs once, in the arbiter, before the fork.
+
+    The builder records them in ``model.json`` (``build.imports``). Workers then inherit them
+    instead of each importing numpy, scipy, sklearn... at the same time on the same CPUs, which
+    dominates cold start. The model itself is still unpickled in each worker. A module that fails
+    to import here is left for the worker to report. ``OCIFORGE_PREIMPORT=0`` turns this off
+    (for libraries that must not be initialized before a fork).
+    """
+    source = os.environ if env is None else env
+    if source.get("OCIFORGE_PREIMPORT", "1").strip().lower() in ("0", "false", "no", "off"):
+        return []
+    import importlib
+
+    done = []
+    for name in (manifest.get("build") or {}).get("imports") or []:
+        try:
+            importlib.import_module(str(name))
+            done.append(str(name))
+        except Exception:  # noqa: BLE001 - the worker's own load reports the real error
+            continue
+    return done
+
+
 def main(env: dict[str, str] | None = None) -> int:
     """Entrypoint: validate configuration and the package cheaply, then run gunicorn."""
     try:
@@ -149,6 +173,7 @@ def main(env: dict[str, str] | None = None) -> int:
         return WORKER_BOOT_ERROR
     if manifest.get("batch_size"):
         settings = Settings.from_env(env, package_batch_size=manifest["batch_size"])
+    preimport(manifest, env)
     if os.geteuid() == 0 and not settings.user:
         logs.event(
             "running_as_root",
