@@ -22,12 +22,13 @@ from pathlib import Path
 from .common import table
 
 WRITER = r"""
-import resource, sys, time
+import sys, time
 from ociforge.blobstore import BlobStore
 from ociforge.layer import entries_from_tree, write_layer
 t0 = time.perf_counter()
 layer = write_layer(entries_from_tree(sys.argv[1], "site-packages"), BlobStore(sys.argv[2]), sys.argv[3], threads=int(sys.argv[4]))
-print(time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, layer.size)
+hwm = [l.split()[1] for l in open("/proc/self/status") if l.startswith("VmHWM")][0]
+print(time.perf_counter() - t0, hwm, layer.size)
 """
 
 
