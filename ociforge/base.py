@@ -25,7 +25,6 @@ import lzma
 import os
 import re
 import tarfile
-import tempfile
 import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ from . import mediatypes as mt
 from .blobstore import BlobStore, default_cache_dir
 from .digest import of_bytes
 from .errors import InvalidInput, NotFound
+from .fsutil import atomic_write
 from .image import ConfigChanges, Image, ImageIndex, append, make_index, store_source
 from .layer import Entry, Layer, image_path, write_layer
 from .manifest import canonical_json
@@ -297,13 +297,7 @@ def resolve_lock(
 
 
 def write_lock(lock: Lock, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = json.dumps(lock.to_json(), indent=1, sort_keys=True) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(data)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(lock.to_json(), indent=1, sort_keys=True) + "\n", mkdir=True)
 
 
 def read_lock(recipe: Recipe, arch: str) -> Lock | None:
@@ -438,11 +432,7 @@ def _cache_path(kind: str, key: str) -> Path:
 
 
 def _write_json_atomic(path: Path, obj: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    with os.fdopen(fd, "wb") as f:
-        f.write(canonical_json(obj))
-    os.replace(tmp, path)
+    atomic_write(path, canonical_json(obj), mkdir=True)
 
 
 def _packages_layer(

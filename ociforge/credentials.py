@@ -22,16 +22,15 @@ from, so an authentication error can say which file or helper to fix without pri
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import os
 import shutil
 import subprocess
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import InvalidInput, OciforgeError
+from .fsutil import atomic_write
 from .reference import DOCKER_HUB, normalize_registry
 
 HUB_KEY = "https://index.docker.io/v1/"
@@ -247,18 +246,7 @@ def find(registry: str, repository: str = "") -> Credential | None:
 
 def _write_json_atomic(path: Path, data: dict) -> None:
     """Write 0600 by rename, so a crash never leaves a half-written credentials file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".config-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent="\t")
-            f.write("\n")
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, json.dumps(data, indent="\t") + "\n", 0o600, mkdir=True)
 
 
 def store(registry: str, cred: Credential, path: Path | None = None) -> str:

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import zlib
 from collections.abc import Callable
 from pathlib import Path
 
 from . import __version__
 from .blobstore import BlobStore
+from .fsutil import atomic_write
 from .layer import Layer
 from .manifest import Descriptor, canonical_json
 
@@ -51,14 +50,8 @@ def lookup(store: BlobStore, key: str) -> Layer | None:
 
 
 def remember(store: BlobStore, key: str, layer: Layer) -> None:
-    path = _path(store, key)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".layer-", dir=path.parent)
-    with os.fdopen(fd, "wb") as f:
-        f.write(
-            canonical_json({"descriptor": layer.descriptor.to_json(), "diff_id": layer.diff_id})
-        )
-    os.replace(tmp, path)
+    record = {"descriptor": layer.descriptor.to_json(), "diff_id": layer.diff_id}
+    atomic_write(_path(store, key), canonical_json(record), mkdir=True)
 
 
 def memoized(store: BlobStore, key: str, make: Callable[[], Layer]) -> Layer:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import BinaryIO
 
@@ -19,6 +18,7 @@ from . import mediatypes as mt
 from .blobstore import BlobStore
 from .digest import VerifyingReader
 from .errors import InvalidInput, NotFound
+from .fsutil import atomic_write
 from .image import Image, ImageIndex, from_raw, walk_blobs, walk_manifests
 from .manifest import Descriptor, Index, canonical_json
 
@@ -34,25 +34,6 @@ def validate_tag(tag: str) -> str:
             f"invalid tag {tag!r}: use letters, digits, '_', '.', '-' (not first), at most 128 characters"
         )
     return tag
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` by rename, so readers see the old or the new file, never half."""
-    path = Path(path)
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    except OSError as e:
-        raise InvalidInput(f"cannot write to {path.parent}: {e.strerror or e}") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class LayoutSource:

@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
 from .errors import InvalidInput, NotFound
+from .fsutil import atomic_write
 from .target import Target
 
 LOCK_VERSION = 1
@@ -152,17 +152,7 @@ def loads(text: str, where: str = "lock") -> dict[Target, Lock]:
 def write_lockfile(path: str | os.PathLike, locks: dict[Target, Lock] | list[Lock]) -> Path:
     """Write atomically: a reader sees the old lock or the new one, never half of one."""
     path = Path(path)
-    text = dumps(locks)
-    parent = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-lock-", dir=parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, dumps(locks))
     return path
 
 
