@@ -305,10 +305,16 @@ def _no_wheel_error(out: str, target: Target) -> NoWheel | None:
         if "no usable wheels" in out and not hints:
             instead = "only a source distribution (sdist), and ociforge installs wheels only"
     plats = ", ".join(target.platform_tags()[:2])
-    return NoWheel(
+    err = NoWheel(
         f"{name} {version} has no wheel for target {target.key} "
         f"(needs a {target.abi()}/abi3/py3 wheel tagged like {plats}); what exists instead: {instead}"
     )
+    err.package = name
+    err.version = m.group(3) if m else None
+    err.sdist_only = bool(m) and (
+        "building from source is disabled" in out or "only a source distribution" in instead
+    )
+    return err
 
 
 def _uv_args(
@@ -401,8 +407,21 @@ def resolve_one(
     with tempfile.TemporaryDirectory(prefix="ociforge-resolve-") as td:
         tmp = Path(td)
         reqs = _requirements_file(requirements, tmp)
+        built: set[str] = set()
         for _ in range(_MAX_VARIANT_RETRIES + 1):
-            lock = _resolve_pass(reqs, target, opts, settings, excludes, tmp)
+            try:
+                lock = _resolve_pass(reqs, target, opts, settings, excludes, tmp)
+            except NoWheel as e:
+                # A pure-Python sdist becomes a wheel on the host (the same for every platform),
+                # and the resolution is retried with it; anything else stays an error.
+                if not getattr(e, "sdist_only", False) or e.package in built or opts.offline:
+                    raise
+                from .sdist import build_pure_wheel
+
+                found = build_pure_wheel(e.package, e.version, settings.uv_args(), settings.cert)
+                built.add(e.package)
+                settings = settings.merged(IndexSettings(find_links=[str(found)]))
+                continue
             more, fatal = _variant_problems(target, lock.packages)
             if fatal:
                 hint = (
