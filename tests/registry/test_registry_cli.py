@@ -73,3 +73,10 @@ def test_login_writes_docker_config(tls_registry, cli, no_credentials):
     assert out.returncode == 0, out.stderr
     cfg = json.loads((no_credentials / ".docker/config.json").read_text())
     assert tls_registry.host in cfg["auths"]
+    # logout forgets it; a second logout says so with a non-zero exit
+    out = cli("logout", tls_registry.host, env=env)
+    assert out.returncode == 0 and "Removed" in out.stdout
+    cfg = json.loads((no_credentials / ".docker/config.json").read_text())
+    assert tls_registry.host not in cfg.get("auths", {})
+    again = cli("logout", tls_registry.host, env=env)
+    assert again.returncode == 1 and "Not logged in" in again.stdout
