@@ -323,9 +323,17 @@ def lock_for(
     update: bool = False,
     mirror: str | None = None,
     keyring: str = debian.DEFAULT_KEYRING,
+    offline: bool = False,
 ) -> Lock:
     """The committed lock, or (when there is none, or ``update``) a fresh one, written next to it."""
     lock = None if update else read_lock(recipe, arch)
+    if lock is None and offline:
+        from .offline import MissingInputs
+
+        raise MissingInputs(
+            [f"base lock {recipe.lock_path(arch)} (recipe {recipe.name}, {arch})"],
+            f"ociforge base lock {recipe.name}",
+        )
     if lock is None:
         lock = resolve_lock(recipe, arch, mirror, keyring)
         write_lock(lock, recipe.lock_path(arch))
@@ -487,8 +495,12 @@ def build_platform(
     update_lock: bool = False,
     store: BlobStore | None = None,
     keyring: str = debian.DEFAULT_KEYRING,
+    offline: bool = False,
 ) -> Image:
-    """The base image of ``recipe`` for one platform, from its lock (cached, reused when built)."""
+    """The base image of ``recipe`` for one platform, from its lock (cached, reused when built).
+
+    ``offline``: from the built-base cache or the ``.deb`` cache only; what is missing is listed.
+    """
     platform = Platform.parse(platform)
     arch = platform.debian_arch
     if arch not in recipe.architectures:
@@ -496,7 +508,9 @@ def build_platform(
             f"recipe {recipe.name} is for {', '.join(recipe.architectures)}, not {arch} ({platform})"
         )
     store = store or _store()
-    lock = lock_for(recipe, arch, update=update_lock, mirror=mirror, keyring=keyring)
+    lock = lock_for(
+        recipe, arch, update=update_lock, mirror=mirror, keyring=keyring, offline=offline
+    )
     key = of_bytes(
         canonical_json(
             {
@@ -510,6 +524,17 @@ def build_platform(
     cached = _load_cached(key, store)
     if cached is not None:
         return cached
+    if offline:
+        missing = [
+            p for p in lock.packages if not (debian.deb_cache_dir() / f"{p.sha256}.deb").is_file()
+        ]
+        if missing:
+            from .offline import MissingInputs
+
+            raise MissingInputs(
+                [f"{p.name}_{p.version}_{p.architecture}.deb (sha256 {p.sha256})" for p in missing],
+                f"ociforge fetch --platform {platform}",
+            )
     pkg_layer, tree, certs = _packages_layer(recipe, lock, mirror or recipe.mirror, store)
     sys_layer = write_layer(
         _system_entries(recipe, lock, certs, tree), store, recipe.compression, epoch=lock.date
@@ -578,10 +603,13 @@ def default_recipe(python: str = "3.11") -> Recipe:
 
 
 def default_base(
-    python: str = "3.11", platforms: Iterable[Platform | str] = ("linux/amd64",)
+    python: str = "3.11",
+    platforms: Iterable[Platform | str] = ("linux/amd64",),
+    *,
+    offline: bool = False,
 ) -> dict[Platform, Image]:
     """The default base for ``python`` on each platform: built once, then reused from the cache."""
-    return build(default_recipe(python), platforms)
+    return build(default_recipe(python), platforms, offline=offline)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -136,14 +136,43 @@ def _package(model, batch_size, card, build_info) -> dict[str, bytes]:
     return files
 
 
+def _package_dir(model: Any) -> Path | None:
+    """``model`` as a model package directory (``model.pkl`` + ``model.json``), else None."""
+    if isinstance(model, (str, os.PathLike)):
+        path = Path(model)
+        if not (path / "model.pkl").is_file() or not (path / "model.json").is_file():
+            raise InvalidInput(
+                f"{path} is not a model package (a folder with model.pkl and model.json)"
+            )
+        return path
+    return None
+
+
+def _read_package(path: Path) -> tuple[dict[str, bytes], list]:
+    """A package's files, and the user's modules in its ``code/`` folder (as the build found
+    them beside the model, so the code layer is the same)."""
+    from .model import UserCode
+
+    pkg = {name: (path / name).read_bytes() for name in ("model.json", "model.pkl")}
+    code_dir = path / "code"
+    code = []
+    if code_dir.is_dir():
+        for item in sorted(code_dir.iterdir()):
+            if item.is_dir():
+                code.append(UserCode(item.name, item))
+            elif item.suffix == ".py":
+                code.append(UserCode(item.stem, item))
+    return pkg, code
+
+
 def _bases(
-    base, platforms: list[Platform], python: str | None, registry_opts: dict
+    base, platforms: list[Platform], python: str | None, registry_opts: dict, offline: bool = False
 ) -> dict[Platform, tuple[Image, str]]:
     """The base image of each platform, and the name it was read from."""
     if base is None:
         from .base import default_base
 
-        built = default_base(python or host_python(), platforms)
+        built = default_base(python or host_python(), platforms, offline=offline)
         return {p: (built[p], f"ociforge-base:python{python or host_python()}") for p in platforms}
     if isinstance(base, (Image, ImageIndex)):
         obj, name = base, ""
@@ -162,6 +191,55 @@ def _bases(
                 f"the base {name or obj.digest} is a {obj.platform} image; it has nothing for {p}"
             )
     return out
+
+
+def _targets(
+    bases: dict, python: str | None, python_path: str | None, libc: str | None, gpu: str | None
+) -> dict:
+    """The wheel target of each platform, from its base's Python (shared with ``ociforge fetch``,
+    so the lock it writes is the one a build looks up)."""
+    from .base import PythonInfo, python_info
+    from .target import Target, parse_libc
+
+    declared = None
+    if python_path:
+        if not python:
+            raise InvalidInput(
+                "python_path needs python (the version of that interpreter, e.g. '3.12.4')"
+            )
+        kind, level = parse_libc(libc or "glibc 2.17")
+        declared = PythonInfo(version=python, path=python_path, libc=kind, libc_version=level)
+
+    targets: dict = {}
+    for p, (img, bname) in bases.items():
+        try:
+            info = python_info(img, declared)
+        except OciforgeError as e:
+            raise BuildError(f"base {bname or img.digest} ({p}): {e}") from None
+        if info.major_minor != host_python():
+            raise BuildError(
+                f"the base {bname or img.digest} has Python {info.major_minor}, but this model is pickled "
+                f"with Python {host_python()}; pickled code only loads on the same minor version: "
+                f"build with Python {info.major_minor} or choose a base with Python {host_python()}"
+            )
+        if python and info.major_minor != ".".join(python.split(".")[:2]):
+            raise BuildError(
+                f"python={python!r}, but the base for {p} has Python {info.major_minor}"
+            )
+        libc = (
+            f"{info.libc} {info.libc_version[0]}.{info.libc_version[1]}"
+            if info.libc_version
+            else info.libc
+        )
+        targets[p] = Target.make(
+            p,
+            info.version,
+            libc,
+            gpu or "cpu",
+            interpreter=info.path,
+            site_packages=info.site_packages,
+        )
+    return targets
 
 
 def _runtime_layer(store: BlobStore, compression: str) -> Layer:
@@ -261,8 +339,12 @@ def build(
     from .transport import check_writable
 
     check_writable(to)
+    if offline:  # everything checked at once, before any work: one list of what is missing
+        from .offline import preflight
+
+        preflight(plats, lock=lock, base=base, python=python or host_python(), gpu=gpu)
     card = {**dict(metadata or {}), "name": name, "version": version}
-    if test_sample is not None:
+    if test_sample is not None and _package_dir(model) is None:
         from ociforge_runtime.local import LocalTestError
 
         try:
@@ -275,61 +357,27 @@ def build(
         "platforms": [str(p) for p in plats],
         "gpu": gpu or "cpu",
     }
-    pkg = _package(model, batch_size, card, build_info)
+    packaged = _package_dir(model)
+    if packaged is not None:  # a serialized model (e.g. from a bundle): its bytes as they are
+        pkg, user_code = _read_package(packaged)
+    else:
+        pkg = _package(model, batch_size, card, build_info)
 
     from .model import auto_requirements, classify, referenced_modules
 
     if requirements == "auto":
-        reqs, user_code = auto_requirements(pkg["model.pkl"])
+        reqs, found_code = auto_requirements(pkg["model.pkl"])
+        user_code = user_code if packaged is not None else found_code
         print("requirements='auto' resolved to: " + (", ".join(reqs) or "(none)"), file=sys.stderr)
     else:
         reqs = _requirement_list(requirements)
-        user_code, _third = classify(referenced_modules(pkg["model.pkl"]))
+        if packaged is None:
+            user_code, _third = classify(referenced_modules(pkg["model.pkl"]))
 
     store = BlobStore(cache or default_cache_dir())
-    bases = _bases(base, plats, python, registry_opts)
+    bases = _bases(base, plats, python, registry_opts, offline)
 
-    from .base import PythonInfo, python_info
-    from .target import Target, parse_libc
-
-    declared = None
-    if python_path:
-        if not python:
-            raise InvalidInput(
-                "python_path needs python (the version of that interpreter, e.g. '3.12.4')"
-            )
-        kind, level = parse_libc(libc or "glibc 2.17")
-        declared = PythonInfo(version=python, path=python_path, libc=kind, libc_version=level)
-
-    targets: dict[Platform, Target] = {}
-    for p, (img, bname) in bases.items():
-        try:
-            info = python_info(img, declared)
-        except OciforgeError as e:
-            raise BuildError(f"base {bname or img.digest} ({p}): {e}") from None
-        if info.major_minor != host_python():
-            raise BuildError(
-                f"the base {bname or img.digest} has Python {info.major_minor}, but this model is pickled "
-                f"with Python {host_python()}; pickled code only loads on the same minor version: "
-                f"build with Python {info.major_minor} or choose a base with Python {host_python()}"
-            )
-        if python and info.major_minor != ".".join(python.split(".")[:2]):
-            raise BuildError(
-                f"python={python!r}, but the base for {p} has Python {info.major_minor}"
-            )
-        libc = (
-            f"{info.libc} {info.libc_version[0]}.{info.libc_version[1]}"
-            if info.libc_version
-            else info.libc
-        )
-        targets[p] = Target.make(
-            p,
-            info.version,
-            libc,
-            gpu or "cpu",
-            interpreter=info.path,
-            site_packages=info.site_packages,
-        )
+    targets = _targets(bases, python, python_path, libc, gpu)
 
     all_reqs = reqs + runtime_requirements()
     locks = _locks(all_reqs, list(targets.values()), lock, offline)
@@ -428,7 +476,10 @@ def _locks(reqs: list[str], targets: list, lock_path, offline: bool) -> dict:
         locks = read_lockfile(lock_path)
         return {t: find_lock(locks, t) for t in targets}
     if offline:
-        raise BuildError("offline=True needs a lock file (ociforge lock on a connected machine)")
+        raise BuildError(
+            "offline=True needs a lock file: run `ociforge fetch` (or `ociforge lock`) on a "
+            "connected machine and pass its lock"
+        )
     from .resolve import resolve
 
     return resolve(reqs, targets)
