@@ -24,6 +24,7 @@ from typing import BinaryIO
 
 import requests
 
+from . import bloblocations
 from . import credentials as creds
 from . import mediatypes as mt
 from .auth import repository_scope
@@ -296,13 +297,9 @@ def _blobs(
                 opener = lambda raw=raw: __import__("io").BytesIO(raw)  # noqa: E731
             else:
                 opener = lambda d=d, img=img: img.open_layer(d)  # noqa: E731
-            mounts = tuple(
-                dict.fromkeys(
-                    s.repository
-                    for s in sources
-                    if s.repository != dest.repository and s.knows(d.digest)
-                )
-            )
+            live = [s.repository for s in sources if s.knows(d.digest)]
+            remembered = bloblocations.repositories(dest.registry, d.digest)
+            mounts = tuple(r for r in dict.fromkeys(live + remembered) if r != dest.repository)[:3]
             out.append((d, opener, mounts))
     return out
 
@@ -367,6 +364,7 @@ def push(
             manifests += 1
     finally:
         client.close()
+    bloblocations.record(r.registry, r.repository, (d.digest for d, _o, _m in blobs))
     result = PushResult(
         reference=str(r),
         digest=top_digest,

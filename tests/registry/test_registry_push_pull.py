@@ -221,3 +221,31 @@ def test_error_carries_registry_code(http_registry):
     with pytest.raises(RegistryError) as e:
         registry.pull(http_registry.ref("pp/none:1"))
     assert e.value.code in ("NAME_UNKNOWN", "MANIFEST_UNKNOWN") and e.value.status == 404
+
+
+def test_locally_built_images_on_one_base_mount_from_the_first_push(
+    http_registry, image_factory, store, tmp_path, monkeypatch
+):
+    """No pull at all: the first push is remembered, so the second image mounts the shared base."""
+    monkeypatch.setenv("OCIFORGE_CACHE", str(tmp_path / "fresh-cache"))
+    base = image_factory(size=300 << 10)
+    from ociforge.layer import Entry, write_layer
+
+    first = append(
+        base, [write_layer([Entry.file("app/a", b"a")], store)], store_source(store), store=store
+    )
+    second = append(
+        base, [write_layer([Entry.file("app/b", b"b")], store)], store_source(store), store=store
+    )
+    registry.push(first, http_registry.ref("local/first:1"))
+    res = registry.push(second, http_registry.ref("local/second:1"))
+    assert res.blobs_mounted == 1  # the base layer
+    assert res.bytes_uploaded < 300 << 10
+    assert base.layers[0].digest in http_registry.blob_digests("local/second")
+    # a location that went stale costs nothing: the registry answers with an upload instead
+    monkeypatch.setenv("OCIFORGE_CACHE", str(tmp_path / "other-cache"))
+    from ociforge import bloblocations
+
+    bloblocations.record(http_registry.host, "local/nowhere", [first.layers[-1].digest])
+    third = registry.push(first, http_registry.ref("local/third:1"))
+    assert third.blobs_mounted + third.blobs_pushed == 3
