@@ -31,9 +31,13 @@ def is_manifest(media_type: str) -> bool:
 
 def layer_type(compression: str, docker: bool = False) -> str:
     """The layer media type for a compression; Docker schema 2 knows only gzip."""
+    from .errors import InvalidInput
+
+    if compression not in COMPRESSIONS:
+        raise InvalidInput(f"unknown compression {compression!r} (gzip, zstd or none)")
     if docker:
         if compression != "gzip":
-            raise ValueError(
+            raise InvalidInput(
                 f"Docker schema 2 layers must be gzip, not {compression}: use OCI media types"
             )
         return DOCKER_LAYER_GZIP

@@ -225,3 +225,51 @@ def test_unknown_source_errors(tmp_path, cli):
     assert out.returncode == 2 and "not an OCI layout" in out.stderr
     out = cli("inspect", "ftp://example/x")
     assert out.returncode == 2 and "unknown transport" in out.stderr
+
+
+def test_docker_schema2_on_request(tmp_path, cli, tool):
+    """Docker media types for registries that want them (skopeo reads OCI layouts of OCI types only)."""
+    from tests.support.registry import RegistryServer
+
+    root = _project(tmp_path / "p")
+    with RegistryServer(tmp_path / "reg", mode="http") as reg:
+        ref = reg.ref("docker/fmt:1")
+        out = cli(
+            "assemble",
+            "--add",
+            "code:/app",
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "--format",
+            "docker",
+            "--to",
+            ref,
+            cwd=root,
+        )
+        assert out.returncode == 0, out.stderr
+        raw = json.loads(
+            tool("skopeo", "inspect", "--tls-verify=false", "--raw", f"docker://{ref}").stdout
+        )
+        assert raw["mediaType"] == "application/vnd.docker.distribution.manifest.list.v2+json"
+        img = open_source(ref, platform="linux/arm64")
+    assert img.media_type == "application/vnd.docker.distribution.manifest.v2+json"
+    assert img.config_descriptor.media_type == "application/vnd.docker.container.image.v1+json"
+    assert {d.media_type for d in img.layers} == {
+        "application/vnd.docker.image.rootfs.diff.tar.gzip"
+    }
+    refused = cli(
+        "assemble",
+        "--add",
+        "code:/app",
+        "--platform",
+        "linux/amd64",
+        "--format",
+        "docker",
+        "--compression",
+        "zstd",
+        "--to",
+        f"oci:{tmp_path / 'out2'}",
+        cwd=root,
+    )
+    assert refused.returncode == 2 and "gzip" in refused.stderr
+    assert not (tmp_path / "out2").exists()
