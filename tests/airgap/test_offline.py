@@ -1,0 +1,80 @@
+"""Offline builds with the network really cut (``unshare -n``: only loopback, and it is down).
+
+From warm caches and a lock, the build succeeds and gives the digests of the online build of the
+same inputs; from an empty cache it fails at once with everything that is missing, the command
+that would fetch it, and nothing written.
+"""
+
+from __future__ import annotations
+
+import json
+
+from tests.airgap.conftest import PLATFORM, image_dirs, netns_cli, ok
+
+
+def test_offline_build_in_netns_matches_online_digest(project, online, tmp_path):
+    _ref, digest = online
+    proc = ok(
+        netns_cli(
+            "build",
+            "model.py:predict",
+            "--platform",
+            PLATFORM,
+            "--lock",
+            "ociforge.lock",
+            "--offline",
+            "--to",
+            f"oci:{tmp_path / 'out'}:m",
+            "--json",
+            cwd=project,
+        )
+    )
+    result = json.loads(proc.stdout)
+    assert result["digest"] == digest
+    assert result["platforms"] == [PLATFORM]
+
+
+def test_offline_build_without_caches_lists_what_is_missing(project, tmp_path):
+    empty = tmp_path / "empty-cache"
+    lock = json.loads((project / "ociforge.lock").read_text())
+    wheels = [p["filename"] for t in lock["targets"] for p in t["packages"]]
+    out = tmp_path / "out"
+    proc = netns_cli(
+        "build",
+        "model.py:predict",
+        "--platform",
+        PLATFORM,
+        "--lock",
+        "ociforge.lock",
+        "--offline",
+        "--to",
+        f"oci:{out}:m",
+        cwd=project,
+        env={"OCIFORGE_CACHE": str(empty)},
+    )
+    assert proc.returncode == 2, proc.stderr
+    err = proc.stderr
+    for name in wheels:  # every locked wheel is named, not just the first one looked at
+        assert f"wheel {name} (sha256 " in err
+    assert "python3.11-minimal_" in err and ".deb (sha256 " in err  # the base's packages too
+    assert "ociforge fetch --platform linux/amd64 --lock ociforge.lock" in err
+    assert "Traceback" not in err
+    assert not out.exists(), image_dirs(out)
+    assert not (empty / "blobs").exists() or not any((empty / "blobs").rglob("*-*"))
+
+
+def test_offline_build_without_lock_names_the_lock(project, tmp_path):
+    proc = netns_cli(
+        "build",
+        "model.py:predict",
+        "--platform",
+        PLATFORM,
+        "--offline",
+        "--to",
+        f"oci:{tmp_path / 'out'}:m",
+        cwd=project,
+    )
+    assert proc.returncode == 2
+    assert "a lock file" in proc.stderr
+    assert "ociforge fetch --platform linux/amd64 -r requirements.txt --lock" in proc.stderr
+    assert not (tmp_path / "out").exists()
