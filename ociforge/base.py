@@ -284,11 +284,17 @@ class Lock:
         return next((p for p in self.packages if p.name == name), None)
 
 
+def mirror_for(recipe: Recipe, mirror: str | None = None) -> str:
+    """The Debian mirror to use: the one given, else ``$OCIFORGE_DEBIAN_MIRROR`` (named once for
+    every command, e.g. a mirror inside an air-gapped network), else the recipe's."""
+    return mirror or os.environ.get("OCIFORGE_DEBIAN_MIRROR") or recipe.mirror
+
+
 def resolve_lock(
     recipe: Recipe, arch: str, mirror: str | None = None, keyring: str = debian.DEFAULT_KEYRING
 ) -> Lock:
     """Resolve the recipe against the mirror's current, signature-checked index."""
-    release = debian.fetch_release(mirror or recipe.mirror, recipe.suite, keyring)
+    release = debian.fetch_release(mirror_for(recipe, mirror), recipe.suite, keyring)
     index = debian.fetch_index(release, arch, recipe.components)
     pkgs = debian.resolve(index, recipe.packages, recipe.exclude, recipe.prefer)
     return Lock(
@@ -535,7 +541,7 @@ def build_platform(
                 [f"{p.name}_{p.version}_{p.architecture}.deb (sha256 {p.sha256})" for p in missing],
                 f"ociforge fetch --platform {platform}",
             )
-    pkg_layer, tree, certs = _packages_layer(recipe, lock, mirror or recipe.mirror, store)
+    pkg_layer, tree, certs = _packages_layer(recipe, lock, mirror_for(recipe, mirror), store)
     sys_layer = write_layer(
         _system_entries(recipe, lock, certs, tree), store, recipe.compression, epoch=lock.date
     )

@@ -235,7 +235,7 @@ def _base_debs(store: BlobStore, python: str, platform) -> list[dict]:
     lock = bases.lock_for(recipe, platform.debian_arch)
     out = []
     for pkg in lock.packages:
-        path = debian.fetch_deb(recipe.mirror, pkg)
+        path = debian.fetch_deb(bases.mirror_for(recipe), pkg)
         out.append(
             {
                 "kind": "deb",

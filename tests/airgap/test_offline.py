@@ -78,3 +78,17 @@ def test_offline_build_without_lock_names_the_lock(project, tmp_path):
     assert "a lock file" in proc.stderr
     assert "ociforge fetch --platform linux/amd64 -r requirements.txt --lock" in proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_debian_mirror_named_once_in_the_environment(tmp_path, cli):
+    """OCIFORGE_DEBIAN_MIRROR, named once in the environment, is where the base's .debs come
+    from (the PyPI side is pip's own configuration: PIP_INDEX_URL or pip.conf)."""
+    (tmp_path / "model.py").write_text("def predict(x):\n    return x\n")
+    env = {
+        "OCIFORGE_CACHE": str(tmp_path / "cache"),
+        "OCIFORGE_DEBIAN_MIRROR": f"file://{tmp_path}/debian-mirror",
+    }
+    proc = cli("fetch", "--platform", PLATFORM, "--lock", "x.lock", cwd=tmp_path, env=env)
+    assert proc.returncode == 2
+    assert f"{tmp_path}/debian-mirror/pool/" in proc.stderr  # the first .deb, from that mirror
+    assert not (tmp_path / "x.lock").exists()
