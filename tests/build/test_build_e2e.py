@@ -16,6 +16,7 @@ import ociforge
 from ociforge.layout import read_layout
 from ociforge.transport import open_source
 from tests.build.conftest import serving
+from tests.support.rootfs import run
 
 PLATFORMS = ["linux/amd64", "linux/arm64"]
 REQS = [f"scikit-learn=={sklearn.__version__}", f"numpy=={np.__version__}"]
@@ -100,6 +101,22 @@ def test_pulled_image_serves_the_same_predictions(pushed, tool, tmp_path, arch):
     assert (tmp_path / "bundle" / "rootfs" / "opt" / "ociforge" / "model" / "model.pkl").is_file()
     img = read_layout(layout, arch)
     assert img.platform.architecture == arch
+    # the wheels installed for this platform import and fit a model on the image's own Python
+    fit = (
+        "import numpy as np; from sklearn.linear_model import LogisticRegression; "
+        "x = np.random.default_rng(0).normal(size=(80, 3)); y = (x[:, 0] > 0).astype(int); "
+        "print(LogisticRegression().fit(x, y).score(x, y))"
+    )
+    cfg = img.config.config
+    proc = run(
+        tmp_path / "bundle" / "rootfs",
+        [cfg.entrypoint[0], "-c", fit],
+        f"linux/{arch}",
+        env=cfg.env_dict(),
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert float(proc.stdout.strip()) > 0.9
     rows = _data(7)[0][:5].tolist()
     expected = clf.predict_proba(np.asarray(rows)).round(6).tolist()
     with serving(img, tmp_path / "rootfs") as url:
