@@ -180,7 +180,7 @@ def test_base_without_python_is_refused_with_how_to_declare(tmp_path):
     layer = write_layer([Entry.file("etc/hostname", b"x\n")], store)
     img = append(None, [layer], store_source(store), platform=AMD64, store=store)
     with pytest.raises(
-        NotFound, match=r"no Python interpreter.*declare it: .*PythonInfo\(version="
+        NotFound, match=r"no Python interpreter.*declare it: .*python_path="
     ):
         base.python_info(img)
     declared = base.PythonInfo("3.12.4", "/opt/py/bin/python3.12", "glibc", (2, 31))
