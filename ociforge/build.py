@@ -29,6 +29,7 @@ from .blobstore import BlobStore, default_cache_dir
 from .errors import InvalidInput, OciforgeError
 from .image import ConfigChanges, Image, ImageIndex, append, make_index, store_source
 from .layer import Entry, Layer, entries_from_tree, image_path, source_date_epoch, write_layer
+from .layercache import memo_key, memoized
 from .manifest import rfc3339
 from .platform import Platform, parse_platforms
 
@@ -270,8 +271,44 @@ def _artifact_layers(
         if not Path(local).exists():
             raise InvalidInput(f"artifact {dest!r}: {local} does not exist")
         out.append((rel, list(entries_from_tree(local, f"{APP_DIR}/{rel}", IGNORE))))
-    # every artifact is checked before any layer is written
-    return [(rel, write_layer(entries, store, compression)) for rel, entries in out]
+    # every artifact is checked before any layer is written; a layer whose files hash the same
+    # as last time is reused, so unchanged multi-GB weights are hashed (fast), not recompressed
+    return [
+        (
+            rel,
+            memoized(
+                store,
+                _entries_key(entries, compression),
+                lambda e=entries: write_layer(e, store, compression),
+            ),
+        )
+        for rel, entries in out
+    ]
+
+
+def _entries_key(entries: list[Entry], compression: str) -> str:
+    """A memo key over what shapes a layer of local files: paths, kinds, modes, links, contents."""
+    import hashlib
+
+    from .digest import CHUNK
+
+    parts = []
+    for e in entries:
+        content = ""
+        if e.kind == "file":
+            h = hashlib.sha256()
+            if e.data is not None:
+                h.update(e.data)
+            else:
+                try:
+                    with open(e.source, "rb") as f:
+                        while chunk := f.read(CHUNK):
+                            h.update(chunk)
+                except OSError as err:
+                    raise InvalidInput(f"cannot read {e.source}: {err.strerror}") from None
+            content = h.hexdigest()
+        parts.append([e.path, e.kind, e.mode, e.linkname, e.uid, e.gid, content])
+    return memo_key("files", parts, compression, source_date_epoch())
 
 
 def _labels(card: dict, name: str, version: str, extra: Mapping[str, str] | None) -> dict[str, str]:
