@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from ociforge import registry  # noqa: E402
 from ociforge.blobstore import BlobStore  # noqa: E402
-from ociforge.image import append, make_index, store_source  # noqa: E402
+from ociforge.image import ImageIndex, append, make_index, store_source  # noqa: E402
 from ociforge.layer import Entry, write_layer  # noqa: E402
 from ociforge.layout import read_layout, write_layout  # noqa: E402
 from ociforge.platform import Platform  # noqa: E402
@@ -58,7 +58,7 @@ def timed(fn):
     return time.perf_counter() - t, out
 
 
-def skopeo(layout: Path, dest: str) -> None:
+def skopeo(layout: Path, dest: str, tag: str = "v1") -> None:
     subprocess.run(
         [
             "skopeo",
@@ -66,11 +66,52 @@ def skopeo(layout: Path, dest: str) -> None:
             "--all",
             "-q",
             "--dest-tls-verify=false",
-            f"oci:{layout}:v1",
+            f"oci:{layout}:{tag}",
             f"docker://{dest}",
         ],
         check=True,
     )
+
+
+def measure(layout: Path, tag: str, rounds: int, workdir: Path) -> dict:
+    """Push ``layout:tag`` with ociforge and with skopeo, fresh then again, ``rounds`` times.
+
+    Returns the seconds of each case per round (``ociforge``, ``skopeo``, ``ociforge again``,
+    ``skopeo again``), the blob bytes ociforge sent in the last round (``sent``), and the bytes
+    of everything the layout's image references (``total``).
+    """
+    obj = read_layout(layout, tag)
+    times: dict[str, list[float]] = {
+        "ociforge": [],
+        "skopeo": [],
+        "ociforge again": [],
+        "skopeo again": [],
+    }
+    sent = {}
+    for r in range(rounds):
+        # A fresh registry (new port) per round: skopeo's blob-info cache must not know
+        # where the blobs already are, or it would mount instead of pushing.
+        with RegistryServer(workdir / f"round{r}", mode="http") as reg:
+            order = ("ociforge", "skopeo") if r % 2 == 0 else ("skopeo", "ociforge")
+            for what in ("", " again"):
+                for tool in order:
+                    if tool == "ociforge":
+                        t, res = timed(
+                            lambda reg=reg: registry.push(obj, reg.ref("bench/ociforge:v1"))
+                        )
+                        sent["ociforge" + what] = res.bytes_uploaded
+                    else:
+                        t, _ = timed(
+                            lambda reg=reg: skopeo(layout, reg.ref("bench/skopeo:v1"), tag)
+                        )
+                    times[tool + what].append(t)
+    if isinstance(obj, ImageIndex):
+        total = sum(d.size for d in obj.index.manifests) + sum(
+            d.size for _d, img in obj.images() for d in img.blobs()
+        )
+    else:
+        total = sum(d.size for d in obj.blobs())
+    return {"times": times, "sent": sent, "total": total}
 
 
 def main() -> int:
@@ -84,34 +125,9 @@ def main() -> int:
         tmp = Path(tmp)
         os.environ["OCIFORGE_CACHE"] = str(tmp / "cache")
         build_layout(tmp, args.mib, plats)
-        layout = tmp / "layout"
-        obj = read_layout(layout, "v1")
+        got = measure(tmp / "layout", "v1", args.rounds, tmp)
+        best, sent, total = got["times"], got["sent"], got["total"]
         rows = []
-        best: dict[str, list[float]] = {
-            "ociforge": [],
-            "skopeo": [],
-            "ociforge again": [],
-            "skopeo again": [],
-        }
-        sent = {}
-        for r in range(args.rounds):
-            # A fresh registry (new port) per round: skopeo's blob-info cache must not know
-            # where the blobs already are, or it would mount instead of pushing.
-            with RegistryServer(tmp / f"round{r}", mode="http") as reg:
-                order = ("ociforge", "skopeo") if r % 2 == 0 else ("skopeo", "ociforge")
-                for what in ("", " again"):
-                    for tool in order:
-                        if tool == "ociforge":
-                            t, res = timed(
-                                lambda reg=reg: registry.push(obj, reg.ref("bench/ociforge:v1"))
-                            )
-                            sent["ociforge" + what] = res.bytes_uploaded
-                        else:
-                            t, _ = timed(lambda reg=reg: skopeo(layout, reg.ref("bench/skopeo:v1")))
-                        best[tool + what].append(t)
-        total = sum(d.size for d in obj.index.manifests) + sum(
-            d.size for _d, img in obj.images() for d in img.blobs()
-        )
         for what in ("", " again"):
             o, s = min(best["ociforge" + what]), min(best["skopeo" + what])
             rows.append((f"push{what or ' (fresh repo)'}", o, s, o / s, sent["ociforge" + what]))

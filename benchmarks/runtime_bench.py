@@ -141,8 +141,11 @@ def _one_connection(port: int, req: bytes, stop_at: float, out: list, errors: li
         sock.close()
 
 
-def _client_process(port: int, conns: int, duration: float, queue) -> None:
-    req = _request_bytes(port, b'{"features": [0.5, 1.5, -2.0, 3.25]}')
+DEFAULT_BODY = b'{"features": [0.5, 1.5, -2.0, 3.25]}'
+
+
+def _client_process(port: int, conns: int, duration: float, queue, body: bytes) -> None:
+    req = _request_bytes(port, body)
     stop_at = time.monotonic() + duration
     out: list[float] = []
     errors: list[str] = []
@@ -157,12 +160,13 @@ def _client_process(port: int, conns: int, duration: float, queue) -> None:
     queue.put((out, errors[:20], len(errors)))
 
 
-def drive(port: int, duration: float, procs: int, conns: int) -> dict:
-    """Keep-alive load from ``procs`` processes x ``conns`` connections; rps and latencies."""
+def drive(port: int, duration: float, procs: int, conns: int, body: bytes = DEFAULT_BODY) -> dict:
+    """Keep-alive load from ``procs`` processes x ``conns`` connections; rps and latencies.
+    ``body`` is the JSON posted to ``/predict`` (the table runner posts the iris sample)."""
     ctx = mp.get_context("fork")
     queue = ctx.Queue()
     workers = [
-        ctx.Process(target=_client_process, args=(port, conns, duration, queue))
+        ctx.Process(target=_client_process, args=(port, conns, duration, queue, body))
         for _ in range(procs)
     ]
     for w in workers:

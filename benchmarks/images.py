@@ -1,0 +1,71 @@
+"""Row 7 and the rootfs the run rows need: an image's stored and unpacked size, and its files.
+
+Sizes are of the linux/amd64 image: compressed = its layers, config and manifest as stored (and
+pushed); uncompressed = the layers' tar bytes (what a runtime unpacks).
+"""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+from ociforge import mediatypes as mt
+from ociforge.image import Image, ImageIndex
+from ociforge.layout import read_layout
+
+from .stats import Row, Sample
+
+
+def open_image(layout: Path, tag: str, platform: str = "linux/amd64") -> Image:
+    obj = read_layout(layout, tag)
+    return obj.select(platform) if isinstance(obj, ImageIndex) else obj
+
+
+def _uncompressed(img: Image, desc) -> int:
+    comp = mt.layer_compression(desc.media_type)
+    raw = img.open_layer(desc)
+    try:
+        if comp == "gzip":
+            stream = gzip.GzipFile(fileobj=raw)
+        elif comp == "zstd":
+            import zstandard
+
+            stream = zstandard.ZstdDecompressor().stream_reader(raw)
+        else:
+            stream = raw
+        n = 0
+        while chunk := stream.read(1 << 20):
+            n += len(chunk)
+        return n
+    finally:
+        raw.close()
+
+
+def sizes(img: Image) -> tuple[int, int]:
+    """(compressed, uncompressed) bytes of ``img``."""
+    meta = img.config_descriptor.size + len(img.raw_manifest)
+    stored = sum(d.size for d in img.layers) + meta
+    unpacked = sum(_uncompressed(img, d) for d in img.layers) + meta
+    return stored, unpacked
+
+
+def rows(ours: Image, theirs: Image) -> list[Row]:
+    (oc, ou), (tc, tu) = sizes(ours), sizes(theirs)
+    mb = 1e6
+    return [
+        Row(
+            "7. image size, compressed (gzip)",
+            Sample([oc / mb], "MB"),
+            "Dockerfile-built image (buildah, gzip)",
+            Sample([tc / mb], "MB"),
+            "<= 0.7x",
+            0.7,
+            note=f"{len(ours.layers)} vs {len(theirs.layers)} layers",
+        ),
+        Row(
+            "7. image size, uncompressed",
+            Sample([ou / mb], "MB"),
+            "Dockerfile-built image",
+            Sample([tu / mb], "MB"),
+        ),
+    ]
