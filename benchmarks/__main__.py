@@ -25,8 +25,15 @@ from . import bases, builds, images, layerwrite, machine, prereqs, push, startup
 from .imagerun import Rootfs
 from .stats import Row, markdown
 
-FULL = {"runs": 3, "layer_runs": 3, "push_rounds": 3, "start_runs": 5, "serve_s": 10.0}
-QUICK = {"runs": 1, "layer_runs": 1, "push_rounds": 1, "start_runs": 3, "serve_s": 3.0}
+FULL = {
+    "runs": 3, "layer_runs": 3, "push_rounds": 3, "start_runs": 5, "serve_s": 10.0,
+    "serve_rounds": 2, "zstd_build": True, "layer_tree": "all",
+}  # fmt: skip
+# --quick: one run of each, no zstd cold build, layer writing over numpy + scikit-learn only
+QUICK = {
+    "runs": 1, "layer_runs": 1, "push_rounds": 1, "start_runs": 3, "serve_s": 3.0,
+    "serve_rounds": 1, "zstd_build": False, "layer_tree": "numpy,sklearn",
+}  # fmt: skip
 
 
 class Log:
@@ -46,7 +53,7 @@ def measure(work: Path, opts: dict, log: Log) -> tuple[list[Row], dict]:
     info = {"dockerfile_base_pip": b.pip_version}
 
     log("build rows (1-4)")
-    built = builds.run(work, b, opts["runs"], log)
+    built = builds.run(work, b, opts["runs"], log, zstd=opts["zstd_build"])
     rows = list(built.rows)
 
     log("image sizes (7)")
@@ -61,12 +68,13 @@ def measure(work: Path, opts: dict, log: Log) -> tuple[list[Row], dict]:
     log("cold start (8)")
     start_rows = startup.cold_start(ours, theirs, opts["start_runs"])
     log("serving (9)")
-    serve_rows = startup.serving(ours, opts["serve_s"], workers=ours_workers())
+    serve_rows = startup.serving(
+        ours, opts["serve_s"], workers=ours_workers(), rounds=opts["serve_rounds"]
+    )
 
     log("layer writing (5)")
-    layer_rows = layerwrite.rows(
-        ours.path / "opt" / "ociforge" / "site-packages", opts["layer_runs"]
-    )
+    tree = layerwrite.tree(ours.path / "opt" / "ociforge" / "site-packages", opts["layer_tree"])
+    layer_rows = layerwrite.rows(tree, opts["layer_runs"])
     log("push (6)")
     push_rows = push.rows(built.multi_image, "iris", opts["push_rounds"], work / "push")
 

@@ -95,7 +95,9 @@ class BuildResults:
     model_variant: int  # the variant both images now hold
 
 
-def run(work: Path, bases: Bases, runs: int, log) -> BuildResults:
+def run(work: Path, bases: Bases, runs: int, log, zstd: bool = True) -> BuildResults:
+    """Rows 1-4. ``zstd=False`` (``--quick``) skips the zstd cold builds and the exports of
+    buildah's rebuilds (JSON only)."""
     cold = {"gzip": [], "zstd": [], "multi": []}
     bud, push_g, push_z = [], [], []
     g = z = m = None
@@ -108,9 +110,10 @@ def run(work: Path, bases: Bases, runs: int, log) -> BuildResults:
                 g = fresh_state(work, "forge-gzip", bases)
                 cold["gzip"].append(forge(g, AMD64, "gzip"))
                 log(f"cold ociforge gzip: {g.last['build_s']:.1f}s")
-                z = fresh_state(work, "forge-zstd", bases)
-                cold["zstd"].append(forge(z, AMD64, "zstd"))
-                log(f"cold ociforge zstd: {z.last['build_s']:.1f}s")
+                if zstd:
+                    z = fresh_state(work, "forge-zstd", bases)
+                    cold["zstd"].append(forge(z, AMD64, "zstd"))
+                    log(f"cold ociforge zstd: {z.last['build_s']:.1f}s")
                 m = fresh_state(work, "forge-multi", bases)
                 cold["multi"].append(forge(m, BOTH, "gzip"))
                 log(f"cold ociforge amd64+arm64: {m.last['build_s']:.1f}s")
@@ -129,12 +132,14 @@ def run(work: Path, bases: Bases, runs: int, log) -> BuildResults:
                 shutil.rmtree(work / "buildah-gzip", ignore_errors=True)
                 shutil.rmtree(work / "buildah-zstd", ignore_errors=True)
                 push_g.append(buildah.push("localhost/iris:1", work / "buildah-gzip", "gzip"))
-                push_z.append(buildah.push("localhost/iris:1", work / "buildah-zstd", "zstd"))
+                if zstd:
+                    push_z.append(buildah.push("localhost/iris:1", work / "buildah-zstd", "zstd"))
                 log(
                     f"cold buildah: bud {bud[-1].seconds:.1f}s + push gzip "
-                    f"{push_g[-1].seconds:.1f}s / zstd {push_z[-1].seconds:.1f}s"
+                    f"{push_g[-1].seconds:.1f}s"
+                    + (f" / zstd {push_z[-1].seconds:.1f}s" if zstd else "")
                 )
-    assert g and z and m and buildah
+    assert g and m and buildah
     # the cold "gzip" sample may hold an extra build made for the context: keep `runs` of them
     cold["gzip"] = cold["gzip"][-runs:]
 
@@ -154,12 +159,13 @@ def run(work: Path, bases: Bases, runs: int, log) -> BuildResults:
         set_model(ctx, model_files_from_layout(g.out, model_layer(r["one"][-1])))
         b_model.append(buildah.bud(ctx, "localhost/iris:1"))
         b_same.append(buildah.bud(ctx, "localhost/iris:1"))
-        b_push.append(buildah.push("localhost/iris:1", work / "buildah-gzip", "gzip"))
+        if zstd:
+            b_push.append(buildah.push("localhost/iris:1", work / "buildah-gzip", "gzip"))
         log(
             f"rebuild {j}: ociforge model-only {r['one'][-1]['build_s']:.2f}s "
             f"(both {r['multi'][-1]['build_s']:.2f}s), same {r['one_same'][-1]['build_s']:.2f}s; "
-            f"buildah bud {b_model[-1].seconds:.2f}s, same {b_same[-1].seconds:.2f}s, "
-            f"push {b_push[-1].seconds:.1f}s"
+            f"buildah bud {b_model[-1].seconds:.2f}s, same {b_same[-1].seconds:.2f}s"
+            + (f", push {b_push[-1].seconds:.1f}s" if b_push else "")
         )
     same_digest = all(
         a["digest"] == b["digest"] for a, b in zip(r["one"], r["one_same"], strict=True)
@@ -172,10 +178,14 @@ def run(work: Path, bases: Bases, runs: int, log) -> BuildResults:
         "s",
         max(x.peak_kib for x in bud + push_g),
     )
-    zs = Sample(
-        [a + b.seconds for a, b in zip(bud_s, push_z, strict=True)],
-        "s",
-        max(x.peak_kib for x in bud + push_z),
+    zs = (
+        Sample(
+            [a + b.seconds for a, b in zip(bud_s, push_z, strict=True)],
+            "s",
+            max(x.peak_kib for x in bud + push_z),
+        )
+        if zstd
+        else None
     )
     bud_note = f"bud alone {Sample(bud_s).cell()}"
     rows = [
@@ -191,7 +201,7 @@ def run(work: Path, bases: Bases, runs: int, log) -> BuildResults:
         ),
         Row(
             "1. cold build, amd64, zstd layers",
-            _sample(cold["zstd"]),
+            _sample(cold["zstd"]) if zstd else Sample([]),
             "buildah bud + push (zstd) to an OCI layout",
             zs,
             "<= 0.20x",
@@ -204,7 +214,7 @@ def run(work: Path, bases: Bases, runs: int, log) -> BuildResults:
             _sample(r["one"]),
             "buildah bud, layer cache (amd64)",
             _bsample(b_model),
-            note=f"buildah + push to the layout {_bsample(b_push).cell()}",
+            note=f"buildah + push to the layout {_bsample(b_push).cell()}" if b_push else "",
         ),
         Row(
             "2. model-only rebuild, amd64 + arm64",
@@ -248,6 +258,7 @@ def run(work: Path, bases: Bases, runs: int, log) -> BuildResults:
             _sample(r["one"]),
         ),
     ]
+    rows = [row for row in rows if row.baseline is not None]
     return BuildResults(rows, g.out, m.out, work / "buildah-gzip", variant)
 
 

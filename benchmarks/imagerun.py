@@ -20,7 +20,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from ociforge.image import Image  # noqa: E402
-from tests.support.rootfs import start, unpack  # noqa: E402
+from tests.support.rootfs import command, unpack  # noqa: E402
 
 
 def free_port() -> int:
@@ -43,9 +43,12 @@ class Rootfs:
         self.uid, self.gid = int(uid), int(gid or uid)
 
     def popen(
-        self, argv: list[str] | None = None, env: dict | None = None, binds=()
+        self, argv: list[str] | None = None, env: dict | None = None, binds=(), log=None
     ) -> subprocess.Popen:
-        return start(
+        """Start ``argv`` (default: the entrypoint). Output goes to ``log`` (a file) when given,
+        so a server's request log costs what it costs under a container runtime, not a pipe
+        read by this process; else to a pipe (text)."""
+        cmd, cenv, cwd = command(
             self.path,
             argv or self.argv,
             "linux/amd64",
@@ -55,6 +58,10 @@ class Rootfs:
             uid=self.uid,
             gid=self.gid,
             binds=tuple(binds),
+        )
+        out = log if log is not None else subprocess.PIPE
+        return subprocess.Popen(
+            cmd, env=cenv or None, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, text=True
         )
 
 
@@ -95,7 +102,8 @@ def until_predicts(
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"server exited {proc.returncode}: {proc.stdout.read()[-3000:]}")
+            said = proc.stdout.read()[-3000:] if proc.stdout else "(see its log)"
+            raise RuntimeError(f"server exited {proc.returncode}: {said}")
         try:
             status, answer = predict(port, body)
             if status == 200:

@@ -8,6 +8,8 @@ speaks of the bytes a build really writes. ociforge writes one layer of them int
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -18,6 +20,20 @@ CASES = [
     ("zstd", "zstd -3 -T0 -q", -1, "<= 1.3x", 1.3),
     ("gzip", "gzip -6", 0, "<= 1.0x", 1.0),
 ]
+
+
+def tree(site_packages: Path, which: str) -> Path:
+    """``site_packages`` itself (``"all"``), or a folder of links to some of its packages
+    (``"numpy,sklearn"``: the smaller tree of ``--quick``)."""
+    if which == "all":
+        return site_packages
+    d = site_packages.parent / "bench-tree"
+    d.mkdir(exist_ok=True)
+    for name in which.split(","):
+        link = d / name
+        if not link.exists():
+            shutil.copytree(site_packages / name, link, symlinks=True, copy_function=os.link)
+    return d
 
 
 def rows(tree: Path, runs: int) -> list[Row]:
