@@ -1,7 +1,8 @@
 """What the table needs on the machine, installed when missing (Debian packages, via apt-get).
 
 buildah is the Dockerfile baseline, skopeo and docker-registry the push baseline, bubblewrap runs
-the images, zstd and gzip are the layer-writing baselines.
+the images, zstd and gzip are the layer-writing baselines; gpgv and Debian's keyring check the
+signed package index the bases are built from.
 """
 
 from __future__ import annotations
@@ -21,10 +22,13 @@ DEBS = {
     "sha256sum": "coreutils",
     "gpgv": "gpgv",
 }
+FILES = {"/usr/share/keyrings/debian-archive-keyring.gpg": "debian-archive-keyring"}
 
 
 def missing() -> list[str]:
-    return sorted({deb for tool, deb in DEBS.items() if shutil.which(tool) is None})
+    need = {deb for tool, deb in DEBS.items() if shutil.which(tool) is None}
+    need |= {deb for path, deb in FILES.items() if not os.path.exists(path)}
+    return sorted(need)
 
 
 def ensure(log) -> None:
