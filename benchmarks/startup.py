@@ -101,9 +101,10 @@ def _gunicorn_flags(rootfs: Rootfs) -> list[str]:
 def serving(
     ours: Rootfs, duration: float, workers: int, rounds: int, threads: int = 8
 ) -> list[Row]:
-    """Both servers in turn (ABBA order over ``rounds``), each loaded for ``duration`` seconds."""
+    """The servers in turn (order reversed every other round), each loaded for ``duration``
+    seconds: the runtime as shipped, the bare app, and the runtime without its access log."""
     procs, conns = 2, 16
-    results: dict[str, list[dict]] = {"runtime": [], "bare": []}
+    results: dict[str, list[dict]] = {"runtime": [], "bare": [], "quiet": []}
     with tempfile.TemporaryDirectory(prefix="ociforge-bench-app-") as app:
         Path(app, "bare_app.py").write_text(runtime_bench.BARE_APP)
         os.chmod(app, 0o755)
@@ -113,13 +114,16 @@ def serving(
             "--workers", str(workers), "--threads", str(threads), "--keep-alive", "5",
             "--log-level", "warning", *_gunicorn_flags(ours),
         ]  # fmt: skip
-        order = [("runtime", "bare") if i % 2 == 0 else ("bare", "runtime") for i in range(rounds)]
+        names = ("runtime", "bare", "quiet")
+        order = [names if i % 2 == 0 else names[::-1] for i in range(rounds)]
         for name in (n for pair in order for n in pair):
             port = free_port()
             with tempfile.TemporaryFile("w+") as log:
-                if name == "runtime":
+                if name in ("runtime", "quiet"):
                     env = {"PORT": str(port), "OCIFORGE_WORKERS": str(workers)}
                     env["OCIFORGE_THREADS"] = str(threads)
+                    if name == "quiet":
+                        env["OCIFORGE_ACCESS_LOG"] = "0"
                     proc = ours.popen(env=env, log=log)
                 else:
                     argv = [*bare_argv, "--bind", f"127.0.0.1:{port}"]
@@ -130,9 +134,9 @@ def serving(
                     results[name].append(runtime_bench.drive(port, duration, procs, conns, BODY))
                 finally:
                     stop(proc)
-    mine, bare = results["runtime"], results["bare"]
+    mine, bare, quiet = results["runtime"], results["bare"], results["quiet"]
     note = f"gthread {workers}x{threads}, {procs}x{conns} keep-alive conns, {duration:g}s"
-    errors = sum(r["errors"] for r in mine + bare)
+    errors = sum(r["errors"] for r in mine + bare + quiet)
     if errors:
         note += f"; {errors} errors"
     return [
@@ -145,6 +149,14 @@ def serving(
             0.9,
             higher_is_better=True,
             note=note + "; runtime as shipped (access log on)",
+        ),
+        Row(
+            "9. serving, requests/s, access log off",
+            Sample([r["rps"] for r in quiet], "rps"),
+            "bare Flask app, same gunicorn settings",
+            Sample([r["rps"] for r in bare], "rps"),
+            higher_is_better=True,
+            note="OCIFORGE_ACCESS_LOG=0 (the bare app logs no requests either)",
         ),
         Row(
             "9. serving, p99 latency",
