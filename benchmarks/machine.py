@@ -36,8 +36,28 @@ def _version(cmd: list[str]) -> str:
         return "?"
 
 
+def source() -> str:
+    """The ociforge commit measured, and ``+ changes in ...`` when the working tree differs
+    (several people share it: the table must say what code it timed)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        head = subprocess.run(
+            ["git", "-C", root, "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", root, "status", "--porcelain", "--", "ociforge", "runtimes"],
+            capture_output=True,
+            text=True,
+        ).stdout.split("\n")
+    except OSError:
+        return "?"
+    changed = sorted(ln[3:] for ln in dirty if ln.strip())
+    return head + (f" + uncommitted changes in {', '.join(changed)}" if changed else "")
+
+
 def describe() -> dict:
     return {
+        "ociforge": source(),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "cpu": _cpu_model(),
         "cores": len(os.sched_getaffinity(0)),
@@ -51,6 +71,6 @@ def describe() -> dict:
 
 def line(info: dict) -> str:
     return (
-        f"{info['date']}; {info['cpu']}, {info['cores']} cores, {info['memory_gib']} GiB; "
+        f"{info['date']}, ociforge {info['ociforge']}; {info['cpu']}, {info['cores']} cores, {info['memory_gib']} GiB; "
         f"Linux {info['kernel']}; Python {info['python']}; {info['buildah']}; {info['skopeo']}"
     )
