@@ -527,8 +527,72 @@ def resolve(
     if not targets:
         raise InvalidInput("no targets to resolve for")
     with ThreadPoolExecutor(max_workers=max(1, min(opts.jobs, len(targets)))) as ex:
-        futures = {t: ex.submit(resolve_one, requirements, t, opts, settings) for t in targets}
+        futures = {t: ex.submit(_remembered, requirements, t, opts, settings) for t in targets}
         return {t: f.result() for t, f in futures.items()}
+
+
+def resolve_ttl() -> float:
+    """How long a resolution is reused, in seconds: ``$OCIFORGE_RESOLVE_TTL``, default 24 hours.
+
+    A rebuild then resolves nothing (as a Dockerfile's cached ``RUN pip install`` never does);
+    ``0`` resolves every time. A lock file (``ociforge lock``) pins a resolution for good.
+    """
+    raw = os.environ.get("OCIFORGE_RESOLVE_TTL", "").strip()
+    try:
+        return float(raw) if raw else 24 * 3600.0
+    except ValueError:
+        raise InvalidInput(f"OCIFORGE_RESOLVE_TTL={raw!r} is not a number of seconds") from None
+
+
+def _memo_path(requirements, target: Target, opts: ResolveOptions, settings: IndexSettings) -> Path:
+    import hashlib
+    import json
+
+    from .blobstore import default_cache_dir
+
+    if isinstance(requirements, (str, os.PathLike)):
+        reqs = _read_requirement_lines(Path(requirements))
+    else:
+        reqs = [str(r) for r in requirements]
+    constraints = [
+        Path(c).read_text(errors="replace") for c in opts.constraints if Path(c).is_file()
+    ]
+    blob = json.dumps(
+        [
+            reqs,
+            target.to_json(),
+            settings.uv_args(),
+            settings.cert,
+            opts.index_strategy,
+            opts.torch_backend,
+            constraints,
+            opts.constraints,
+        ],
+        sort_keys=True,
+    ).encode()
+    return default_cache_dir() / "resolutions" / f"{hashlib.sha256(blob).hexdigest()}.json"
+
+
+def _remembered(
+    requirements, target: Target, opts: ResolveOptions, settings: IndexSettings
+) -> Lock:
+    """:func:`resolve_one`, reusing the same resolution from the last ``resolve_ttl()`` seconds."""
+    import time
+
+    from .fsutil import atomic_write
+    from .lock import dumps, find_lock, loads
+
+    ttl = resolve_ttl()
+    path = _memo_path(requirements, target, opts, settings) if ttl > 0 else None
+    if path is not None and path.is_file() and time.time() - path.stat().st_mtime < ttl:
+        try:
+            return find_lock(loads(path.read_text()), target)
+        except (OciforgeError, OSError):
+            pass  # an unreadable memo is just a miss
+    lock = resolve_one(requirements, target, opts, settings)
+    if path is not None:
+        atomic_write(path, dumps([lock]), mkdir=True)
+    return lock
 
 
 def wheel_tags_summary(filename: str) -> str:

@@ -188,3 +188,32 @@ def test_wheel_layers_are_remembered(tmp_path, monkeypatch):
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1234")
     third = install_mod.wheel_layers(lock, target, store, paths=[whl])
     assert calls and third[0].diff_id != first[0].diff_id
+
+
+def test_resolution_is_reused_within_its_ttl(tmp_path, monkeypatch):
+    """A rebuild resolves nothing; OCIFORGE_RESOLVE_TTL=0 resolves every time."""
+    from ociforge import resolve as resolve_mod
+    from ociforge.target import Target
+    from tests.wheels.wheelmaker import make_wheel
+
+    links = tmp_path / "links"
+    links.mkdir()
+    make_wheel(links, "ttl-demo", "1.0")
+    monkeypatch.setenv("OCIFORGE_CACHE", str(tmp_path / "cache"))
+    opts = resolve_mod.ResolveOptions(
+        use_pip_config=False,
+        index=resolve_mod.IndexSettings(no_index=True, find_links=[str(links)]),
+    )
+    target = Target.make("linux/arm64")
+    first = resolve_mod.resolve(["ttl-demo"], [target], opts)[target]
+    make_wheel(links, "ttl-demo", "2.0")  # a newer release appears
+    calls = []
+    real = resolve_mod.resolve_one
+    monkeypatch.setattr(
+        resolve_mod, "resolve_one", lambda *a, **k: calls.append(1) or real(*a, **k)
+    )
+    again = resolve_mod.resolve(["ttl-demo"], [target], opts)[target]
+    assert calls == [] and again.packages[0].version == first.packages[0].version == "1.0"
+    monkeypatch.setenv("OCIFORGE_RESOLVE_TTL", "0")
+    fresh = resolve_mod.resolve(["ttl-demo"], [target], opts)[target]
+    assert calls == [1] and fresh.packages[0].version == "2.0"
