@@ -182,9 +182,6 @@ class Buildah:
         """Unmount and delete the storage root (overlay leaves mounts behind otherwise)."""
         self._run("rm", "--all", check=False)
         self._run("rmi", "--all", "--force", check=False)
-        subprocess.run(
-            ["buildah", *self.flags, "unshare", "true"], capture_output=True, check=False
-        )
         for line in Path("/proc/mounts").read_text().splitlines():
             mnt = line.split()[1]
             if mnt.startswith(str(self.root)):
