@@ -24,12 +24,15 @@ a pure-Python wheel's layer is the same blob in the amd64 and the arm64 image (u
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import io
+import os
 import posixpath
 import sys
 import zipfile
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,6 +64,22 @@ class _Null:
 
 class _Sink(io.BytesIO):
     """Collects a small file's bytes while installer hashes them."""
+
+
+@functools.lru_cache(maxsize=16384)
+def compile_pyc(source: bytes, filename: str) -> bytes | None:
+    """An unchecked-hash .pyc of ``source`` (None when it does not compile for this Python).
+
+    Remembered for the build: scipy's or sklearn's .py files are the same in the amd64 and the
+    arm64 wheel, so the second platform compiles nothing.
+    """
+    from importlib._bootstrap_external import _code_to_hash_pyc
+
+    try:
+        code = compile(source, filename, "exec", dont_inherit=True, optimize=0)
+    except (SyntaxError, ValueError):
+        return None
+    return bytes(_code_to_hash_pyc(code, importlib.util.source_hash(source), checked=False))
 
 
 def can_compile_for(target: Target) -> bool:
@@ -159,13 +178,9 @@ class LayerDestination(WheelDestination):
         return RecordEntry(path, Hash("sha256", hash_), size)
 
     def _compile(self, scheme: str, path: str, dest: str, source: bytes) -> None:
-        from importlib._bootstrap_external import _code_to_hash_pyc
-
-        try:
-            code = compile(source, "/" + dest, "exec", dont_inherit=True, optimize=0)
-        except (SyntaxError, ValueError):
+        pyc = compile_pyc(source, "/" + dest)
+        if pyc is None:
             return  # pip skips files that do not compile for this version too
-        pyc = bytes(_code_to_hash_pyc(code, importlib.util.source_hash(source), checked=False))
         head, tail = posixpath.split(path)
         rel = posixpath.join(head, "__pycache__", f"{tail[:-3]}.{sys.implementation.cache_tag}.pyc")
         hash_, size = copyfileobj_with_hashing(io.BytesIO(pyc), _Null(), "sha256")
@@ -271,8 +286,11 @@ def wheel_layers(
     bytecode: bool | None = None,
     offline: bool = False,
     paths: Iterable[Path] | None = None,
+    jobs: int | None = None,
 ) -> list[Layer]:
     """Fetch (from the cache when there) and install ``lock``'s wheels as layers in ``store``.
+
+    ``jobs`` layers are written at once (default: one per CPU).
 
     Layers come in a fixed order: big wheels by name, then the small platform wheels, then the
     small pure ones. Each layer's descriptor is annotated with the wheels it holds.
@@ -285,29 +303,40 @@ def wheel_layers(
     files = list(paths) if paths is not None else fetch(lock, cache, offline=offline)
     by_sha = {w.sha256: Path(p) for w, p in zip(lock.packages, files, strict=True)}
     compile_pyc = can_compile_for(target) if bytecode is None else bytecode
-    layers = []
-    for group in plan_layers(lock, big):
+
+    def one(group: WheelGroup) -> Layer:
         names = ",".join(f"{w.name}=={w.version}" for w in group.wheels)
         # The layer is a pure function of the wheels' bytes and these settings: a rebuild reuses it.
+        # A pure-Python group is the same layer on every platform: its key leaves the platform out.
+        where = target.to_json()
+        if group.kind == "pure":
+            where = {k: v for k, v in where.items() if k not in ("platform", "libc", "variant")}
         key = memo_key(
             "wheels",
             [w.sha256 for w in group.wheels],
-            target.to_json(),
+            where,
             compression,
             source_date_epoch(),
             bool(compile_pyc),
             sys.version if compile_pyc else "",
         )
-        layers.append(
-            memoized(
+        return memoized(
+            store,
+            key,
+            lambda: write_layer(
+                _group_entries(group, by_sha, target, bytecode),
                 store,
-                key,
-                lambda group=group, names=names: write_layer(
-                    _group_entries(group, by_sha, target, bytecode),
-                    store,
-                    compression,
-                    annotations={ANNOTATION: names},
-                ),
-            )
+                compression,
+                annotations={ANNOTATION: names},
+                threads=-1 if compression == "zstd" else 0,
+            ),
         )
-    return layers
+
+    # Layers are written side by side: compiling .pyc holds the GIL while zlib/zstd compress
+    # without it, so one layer's compression overlaps another's compilation.
+    groups = plan_layers(lock, big)
+    workers = max(1, min(len(groups), jobs or (os.cpu_count() or 2)))
+    if workers == 1:
+        return [one(g) for g in groups]
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ociforge-layer") as pool:
+        return list(pool.map(one, groups))
