@@ -45,7 +45,7 @@ from .platform import Platform, parse_platforms
 log = logging.getLogger(__name__)
 
 # Bump when the bytes a recipe+lock produce change (layer contents, config), to miss old caches.
-FORMAT = "2"
+FORMAT = "3"  # 3: a layer of the standard library's bytecode
 OCIFORGE_SITE_PACKAGES = "/opt/ociforge/site-packages"
 LABEL = "dev.ociforge"
 CA_BUNDLE = "etc/ssl/certs/ca-certificates.crt"
@@ -493,6 +493,51 @@ def _packages_layer(
             d.close()
 
 
+def _bytecode_layer(recipe: Recipe, pkg_layer: Layer, store: BlobStore, epoch: int) -> Layer | None:
+    """The .pyc files Debian's postinst scripts would have written (py3compile), as a layer.
+
+    Without them every start of the image compiles the standard library again in memory (the
+    server runs as a user who cannot write them), which costs about half a second of cold start.
+    They are compiled with this interpreter, so only when it is the recipe's Python version
+    (unchecked-hash .pyc: no source mtime inside, the same bytes every time); otherwise None.
+    """
+    import posixpath
+    import sys
+    import tarfile
+
+    from .dockerarchive import decompressor
+    from .install import compile_pyc
+    from .layercache import memo_key, memoized
+
+    if (
+        not recipe.python_version
+        or f"{sys.version_info[0]}.{sys.version_info[1]}" != recipe.python_version
+    ):
+        return None
+    roots = (f"usr/lib/python{recipe.python_version}/", "usr/lib/python3/dist-packages/")
+
+    def make() -> Layer:
+        entries = []
+        with (
+            store.open_blob(pkg_layer.digest) as raw,
+            tarfile.open(fileobj=decompressor(raw, pkg_layer.media_type), mode="r|") as tf,
+        ):
+            for m in tf:
+                name = m.name.lstrip("./")
+                if not (m.isfile() and name.endswith(".py") and name.startswith(roots)):
+                    continue
+                pyc = compile_pyc(tf.extractfile(m).read(), "/" + name)
+                if pyc is None:
+                    continue
+                head, tail = posixpath.split(name)
+                dest = f"{head}/__pycache__/{tail[:-3]}.{sys.implementation.cache_tag}.pyc"
+                entries.append(Entry.file(dest, pyc, 0o644))
+        return write_layer(entries, store, recipe.compression, epoch=epoch)
+
+    key = memo_key("base-bytecode", pkg_layer.diff_id, recipe.compression, epoch, sys.version)
+    return memoized(store, key, make)
+
+
 def build_platform(
     recipe: Recipe,
     platform: Platform,
@@ -545,16 +590,22 @@ def build_platform(
     sys_layer = write_layer(
         _system_entries(recipe, lock, certs, tree), store, recipe.compression, epoch=lock.date
     )
+    layers = [pkg_layer, sys_layer]
+    history = [
+        f"ociforge base: {len(lock.packages)} Debian {recipe.suite} packages for {arch}",
+        "ociforge base: users, CA bundle, folders",
+    ]
+    pyc_layer = _bytecode_layer(recipe, pkg_layer, store, lock.date)
+    if pyc_layer is not None:
+        layers.append(pyc_layer)
+        history.append(f"ociforge base: bytecode of Python {recipe.python_version}'s modules")
     img = append(
         None,
-        [pkg_layer, sys_layer],
+        layers,
         store_source(store),
         platform=platform,
         changes=_config_changes(recipe, lock),
-        history=[
-            f"ociforge base: {len(lock.packages)} Debian {recipe.suite} packages for {arch}",
-            "ociforge base: users, CA bundle, folders",
-        ],
+        history=history,
         created=lock.date,
         store=store,
     )
