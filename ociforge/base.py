@@ -404,8 +404,11 @@ def _system_entries(
     for f in recipe.folders:
         out.append(Entry.dir(f.path, f.mode, uid=f.uid, gid=f.gid))
     for link, target in sorted(recipe.symlinks.items()):
-        if image_path(link) not in tree:
-            out.append(Entry.symlink(link, target))
+        # /bin/sh is /usr/bin/sh on a merged-/usr system: writing it under bin/ would make a real
+        # bin/ directory in this layer that hides the bin -> usr/bin link below it.
+        path = debian.usrmerged(image_path(link))
+        if path not in tree:
+            out.append(Entry.symlink(path, target))
     for pkg in lock.packages:
         out.append(Entry.file(f"var/lib/dpkg/status.d/{pkg.name}", _dpkg_status(pkg)))
     return out

@@ -24,3 +24,15 @@ def test_debug_variant_has_a_shell_and_pip(tmp_path):
     default = next(iter(build(default_recipe("3.11"), ["linux/amd64"]).values()))
     droot = unpack(default, tmp_path / "default")
     assert not (droot / "usr/bin/sh").exists() and not (droot / "usr/bin/bash").exists()
+
+
+def test_recipe_symlinks_under_bin_land_under_usr():
+    """A real bin/ directory in the system layer would hide the bin -> usr/bin link below it."""
+    import dataclasses
+
+    from ociforge import base
+
+    recipe = dataclasses.replace(load_recipe("python3.11-bookworm"), symlinks={"/bin/sh": "bash"})
+    entries = base._system_entries(recipe, base.read_lock(recipe, "amd64"), {}, set())
+    paths = {e.path for e in entries}
+    assert "usr/bin/sh" in paths and not any(p == "bin" or p.startswith("bin/") for p in paths)
