@@ -68,18 +68,26 @@ class _Sink(io.BytesIO):
 
 @functools.lru_cache(maxsize=16384)
 def compile_pyc(source: bytes, filename: str) -> bytes | None:
-    """An unchecked-hash .pyc of ``source`` (None when it does not compile for this Python).
+    """An unchecked-hash .pyc of ``source`` (None when it does not compile for this Python),
+    the same bytes in any process.
 
     Remembered for the build: scipy's or sklearn's .py files are the same in the amd64 and the
     arm64 wheel, so the second platform compiles nothing.
     """
-    from importlib._bootstrap_external import _code_to_hash_pyc
+    import marshal
+    from importlib._bootstrap_external import MAGIC_NUMBER
 
     try:
         code = compile(source, filename, "exec", dont_inherit=True, optimize=0)
     except (SyntaxError, ValueError):
         return None
-    return bytes(_code_to_hash_pyc(code, importlib.util.source_hash(source), checked=False))
+    # marshal format 2, not the default 4: from version 3 on, marshal flags an object for reuse
+    # when its reference count is above one, which depends on what else this process holds (a
+    # name interned by an imported module), so the same source gave different bytes in different
+    # processes. Format 2 has no such references: the bytes depend on the source alone (the file
+    # is about a quarter larger). Header: magic, flags 0b01 (hash-based, unchecked), source hash.
+    flags = (1).to_bytes(4, "little")
+    return MAGIC_NUMBER + flags + importlib.util.source_hash(source) + marshal.dumps(code, 2)
 
 
 def can_compile_for(target: Target) -> bool:

@@ -217,3 +217,31 @@ def test_resolution_is_reused_within_its_ttl(tmp_path, monkeypatch):
     monkeypatch.setenv("OCIFORGE_RESOLVE_TTL", "0")
     fresh = resolve_mod.resolve(["ttl-demo"], [target], opts)[target]
     assert calls == [1] and fresh.packages[0].version == "2.0"
+
+
+def test_pyc_bytes_do_not_depend_on_the_process(tmp_path):
+    """marshal's default format flags objects by reference count, which varies with what a process
+    has imported; the .pyc ociforge writes must be the same whatever ran before."""
+    import json as _json
+    import subprocess
+    import sys
+
+    src = tmp_path / "m.py"
+    src.write_text(
+        "import json\nNAMES = ['decoder', 'encoder', 'loads']\ndef f(x):\n    return json.dumps(x)\n"
+    )
+    code = (
+        "import hashlib, sys\n"
+        "if sys.argv[1] == 'busy':\n"
+        "    import json.decoder, json.encoder, email.parser, decimal  # noqa\n"
+        "from ociforge.install import compile_pyc\n"
+        f"print(hashlib.sha256(compile_pyc(open({str(src)!r}, 'rb').read(), '/m.py')).hexdigest())\n"
+    )
+    out = [
+        subprocess.run(
+            [sys.executable, "-c", code, mode], capture_output=True, text=True, check=True
+        ).stdout
+        for mode in ("quiet", "busy")
+    ]
+    assert out[0] == out[1] and len(out[0].strip()) == 64
+    del _json
