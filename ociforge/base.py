@@ -39,6 +39,7 @@ from .errors import InvalidInput, NotFound
 from .fsutil import atomic_write
 from .image import ConfigChanges, Image, ImageIndex, append, make_index, store_source
 from .layer import Entry, Layer, image_path, write_layer
+from .layercache import memo_key, memoized
 from .manifest import canonical_json
 from .platform import Platform, parse_platforms
 
@@ -457,15 +458,8 @@ def _packages_layer(
 ) -> tuple[Layer, set[str], dict[str, bytes]]:
     """The layer of all packages' files (cached), the paths in it, and the CA certificates."""
     debs = [(p, debian.fetch_deb(mirror, p)) for p in lock.packages]
-    key = of_bytes(
-        canonical_json(
-            {
-                "format": FORMAT,
-                "date": lock.date,
-                "compression": recipe.compression,
-                "debs": [p.sha256 for p, _ in debs],
-            }
-        )
+    key = memo_key(
+        "base-packages", FORMAT, lock.date, recipe.compression, [p.sha256 for p, _ in debs]
     )
     datas = [debian.DebData(path, f"{p.name}_{p.version}_{p.architecture}.deb") for p, path in debs]
     try:
@@ -478,22 +472,24 @@ def _packages_layer(
                 certs = d.read_files(
                     lambda s: s.startswith("usr/share/ca-certificates/") and s.endswith(".crt")
                 )
-        cached = _cache_path("layers", key)
-        if cached.is_file():
-            obj = json.loads(cached.read_text())
-            from .manifest import Descriptor
-
-            desc = Descriptor.from_json(obj["descriptor"])
-            if store.has(desc.digest):
-                return Layer(desc, obj["diff_id"]), tree, certs
-        layer = write_layer(entries, store, recipe.compression, epoch=lock.date)
-        _write_json_atomic(
-            cached, {"descriptor": layer.descriptor.to_json(), "diff_id": layer.diff_id}
+        layer = memoized(
+            store, key, lambda: write_layer(entries, store, recipe.compression, epoch=lock.date)
         )
         return layer, tree, certs
     finally:
         for d in datas:
             d.close()
+
+
+def _bytecode_identity(recipe: Recipe) -> str:
+    """What the bytecode layer depends on besides the packages: the compiling Python and format."""
+    import sys
+
+    from .install import PYC_FORMAT
+
+    if f"{sys.version_info[0]}.{sys.version_info[1]}" != recipe.python_version:
+        return ""
+    return f"{sys.version} {PYC_FORMAT}"
 
 
 def _bytecode_layer(recipe: Recipe, pkg_layer: Layer, store: BlobStore, epoch: int) -> Layer | None:
@@ -509,8 +505,7 @@ def _bytecode_layer(recipe: Recipe, pkg_layer: Layer, store: BlobStore, epoch: i
     import tarfile
 
     from .dockerarchive import decompressor
-    from .install import compile_pyc
-    from .layercache import memo_key, memoized
+    from .install import PYC_FORMAT, compile_pyc
 
     if (
         not recipe.python_version
@@ -537,7 +532,9 @@ def _bytecode_layer(recipe: Recipe, pkg_layer: Layer, store: BlobStore, epoch: i
                 entries.append(Entry.file(dest, pyc, 0o644))
         return write_layer(entries, store, recipe.compression, epoch=epoch)
 
-    key = memo_key("base-bytecode", pkg_layer.diff_id, recipe.compression, epoch, sys.version)
+    key = memo_key(
+        "base-bytecode", pkg_layer.diff_id, recipe.compression, epoch, sys.version, PYC_FORMAT
+    )
     return memoized(store, key, make)
 
 
@@ -572,6 +569,7 @@ def build_platform(
                 "recipe": recipe.fingerprint(),
                 "lock": lock.to_json(),
                 "platform": str(platform),
+                "bytecode": _bytecode_identity(recipe),
             }
         )
     )

@@ -66,6 +66,10 @@ class _Sink(io.BytesIO):
     """Collects a small file's bytes while installer hashes them."""
 
 
+# Part of every memo key over compiled bytecode: bump it when compile_pyc's bytes change.
+PYC_FORMAT = "marshal-2"
+
+
 @functools.lru_cache(maxsize=16384)
 def compile_pyc(source: bytes, filename: str) -> bytes | None:
     """An unchecked-hash .pyc of ``source`` (None when it does not compile for this Python),
@@ -326,7 +330,7 @@ def wheel_layers(
             compression,
             source_date_epoch(),
             bool(compile_pyc),
-            sys.version if compile_pyc else "",
+            f"{sys.version} {PYC_FORMAT}" if compile_pyc else "",
         )
         return memoized(
             store,
