@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from .errors import InvalidInput, NotFound
-from .image import Image, ImageIndex, from_raw
+from .image import Image, ImageIndex, load
 from .layer import Entry, entries_from_tree, write_tar
 from .layout import REF_NAME, find_descriptor, read_layout, validate_tag, write_layout
 from .manifest import Descriptor, Index
@@ -96,14 +96,7 @@ def read_layout_in_tar(src: TarSource, tag: str | None) -> Image | ImageIndex:
         index = Index.from_json(json.loads(src.read_member("index.json")))
     except ValueError as e:
         raise InvalidInput(f"{src.path}: invalid index.json: {e}") from None
-    desc = find_descriptor(index, tag, f"archive {src.path}")
-    with src.open_blob(desc) as f:
-        raw = f.read(desc.size + 1)
-    from .digest import of_bytes
-
-    if of_bytes(raw) != desc.digest:
-        raise InvalidInput(f"{src.path}: manifest {desc.digest} does not match its digest")
-    return from_raw(raw, src, desc.media_type)
+    return load(src, find_descriptor(index, tag, f"archive {src.path}"))
 
 
 def read_oci_archive(path: str | os.PathLike, tag: str | None = None) -> Image | ImageIndex:

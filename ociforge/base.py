@@ -18,7 +18,6 @@ it.
 from __future__ import annotations
 
 import contextlib
-import gzip
 import json
 import logging
 import lzma
@@ -38,7 +37,7 @@ from .digest import of_bytes
 from .errors import InvalidInput, NotFound
 from .fsutil import atomic_write
 from .image import ConfigChanges, Image, ImageIndex, append, make_index, store_source
-from .layer import Entry, Layer, image_path, write_layer
+from .layer import Entry, Layer, decompressor, image_path, write_layer
 from .layercache import memo_key, memoized
 from .manifest import canonical_json
 from .platform import Platform, parse_platforms
@@ -504,7 +503,6 @@ def _bytecode_layer(recipe: Recipe, pkg_layer: Layer, store: BlobStore, epoch: i
     import sys
     import tarfile
 
-    from .dockerarchive import decompressor
     from .install import PYC_FORMAT, compile_pyc
 
     if (
@@ -755,16 +753,7 @@ def _interesting(path: str) -> str:
 
 def _open_layer_tar(image: Image, desc) -> tuple[BinaryIO, BinaryIO]:
     raw = image.open_layer(desc)
-    comp = mt.layer_compression(desc.media_type)
-    if comp == "gzip":
-        stream: BinaryIO = gzip.GzipFile(fileobj=raw)
-    elif comp == "zstd":
-        import zstandard
-
-        stream = zstandard.ZstdDecompressor().stream_reader(raw)
-    else:
-        stream = raw
-    return stream, raw
+    return decompressor(raw, desc.media_type), raw
 
 
 def _scan_layers(image: Image) -> _Found:

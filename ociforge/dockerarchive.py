@@ -21,7 +21,7 @@ from .archive import TarSource, _staging_dir, read_layout_in_tar
 from .digest import HashingWriter, copy_stream, of_bytes
 from .errors import DigestMismatch, InvalidInput
 from .image import Image, ImageIndex, from_raw
-from .layer import DEFAULT_EPOCH
+from .layer import DEFAULT_EPOCH, decompressor
 from .layout import REF_NAME, validate_tag
 from .manifest import Descriptor, Index, Manifest, canonical_json
 
@@ -30,20 +30,6 @@ def normalize_name(name: str) -> str:
     """``NAME:TAG`` as docker writes RepoTags; a bare name gets ``:latest``."""
     last = name.rsplit("/", 1)[-1]
     return name if ":" in last else f"{name}:latest"
-
-
-def decompressor(stream, media_type: str):
-    """A reader of the uncompressed tar behind a layer blob (gzip, zstd or plain)."""
-    kind = mt.layer_compression(media_type)
-    if kind == "gzip":
-        import gzip
-
-        return gzip.GzipFile(fileobj=stream, mode="rb")
-    if kind == "zstd":
-        import zstandard
-
-        return zstandard.ZstdDecompressor().stream_reader(stream, read_across_frames=True)
-    return stream
 
 
 def _sniff(stream) -> str:

@@ -11,6 +11,7 @@ layers at all (only its manifest and config).
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
@@ -19,7 +20,7 @@ from typing import BinaryIO, Protocol, runtime_checkable
 
 from . import mediatypes as mt
 from .digest import of_bytes
-from .errors import InvalidInput, NotFound
+from .errors import DigestMismatch, InvalidInput, NotFound
 from .layer import Layer, source_date_epoch
 from .manifest import (
     Descriptor,
@@ -55,7 +56,7 @@ def _fetch_manifest(source: BlobSource, desc: Descriptor) -> bytes:
         with source.open_blob(desc) as f:
             raw = f.read(desc.size + 1)
     if of_bytes(raw) != desc.digest:
-        raise InvalidInput(f"manifest {desc.digest}: content hashes to {of_bytes(raw)}")
+        raise DigestMismatch(f"manifest {desc.digest}: content hashes to {of_bytes(raw)}")
     return raw
 
 
@@ -428,8 +429,6 @@ class _BytesSource:
         return digest in self.blobs
 
     def open_blob(self, desc: Descriptor) -> BinaryIO:
-        import io
-
         try:
             return io.BytesIO(self.blobs[desc.digest])
         except KeyError:
@@ -486,8 +485,11 @@ class _ChildrenSource:
         raise NotFound(f"blob {desc.digest}")
 
 
-def walk_blobs(obj: Image | ImageIndex) -> Iterator[tuple[Descriptor, Callable[[], BinaryIO]]]:
-    """Every blob (configs and layers) reachable from ``obj``, once each, with an opener."""
+def image_blobs(
+    obj: Image | ImageIndex,
+) -> Iterator[tuple[Image, Descriptor, Callable[[], BinaryIO]]]:
+    """Every blob (configs and layers) reachable from ``obj``, once each, with the image it was
+    found in (where a destination may look for it elsewhere) and an opener for its bytes."""
     seen: set[str] = set()
 
     def visit(o: Image | ImageIndex):
@@ -500,12 +502,17 @@ def walk_blobs(obj: Image | ImageIndex) -> Iterator[tuple[Descriptor, Callable[[
                 continue
             seen.add(d.digest)
             if d == o.manifest.config:
-                raw = o.raw_config
-                yield d, (lambda raw=raw: __import__("io").BytesIO(raw))
+                yield o, d, (lambda raw=o.raw_config: io.BytesIO(raw))
             else:
-                yield d, (lambda d=d, o=o: o.open_layer(d))
+                yield o, d, (lambda d=d, o=o: o.open_layer(d))
 
     yield from visit(obj)
+
+
+def walk_blobs(obj: Image | ImageIndex) -> Iterator[tuple[Descriptor, Callable[[], BinaryIO]]]:
+    """Every blob (configs and layers) reachable from ``obj``, once each, with an opener."""
+    for _img, desc, opener in image_blobs(obj):
+        yield desc, opener
 
 
 def walk_manifests(obj: Image | ImageIndex) -> Iterator[tuple[Descriptor, bytes]]:

@@ -379,6 +379,20 @@ class _TarSink:
         return self._hash.digest
 
 
+def decompressor(stream, media_type: str):
+    """A reader of the uncompressed tar behind a layer blob (gzip, zstd or plain), streaming."""
+    kind = mt.layer_compression(media_type)
+    if kind == "gzip":
+        import gzip
+
+        return gzip.GzipFile(fileobj=stream, mode="rb")
+    if kind == "zstd":
+        import zstandard
+
+        return zstandard.ZstdDecompressor().stream_reader(stream, read_across_frames=True)
+    return stream
+
+
 def write_tar(entries: Iterable[Entry], out: BinaryIO, epoch: int | None = None) -> None:
     """Write the normalized entries as a tar stream into ``out`` (anything with ``write``)."""
     epoch = source_date_epoch() if epoch is None else epoch

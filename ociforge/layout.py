@@ -16,10 +16,9 @@ from typing import BinaryIO
 
 from . import mediatypes as mt
 from .blobstore import BlobStore
-from .digest import VerifyingReader
 from .errors import InvalidInput, NotFound
 from .fsutil import atomic_write
-from .image import Image, ImageIndex, from_raw, walk_blobs, walk_manifests
+from .image import Image, ImageIndex, load, walk_blobs, walk_manifests
 from .manifest import Descriptor, Index, canonical_json
 
 REF_NAME = "org.opencontainers.image.ref.name"
@@ -101,15 +100,7 @@ def read_layout(root: str | os.PathLike, tag: str | None = None) -> Image | Imag
     if not (root / "oci-layout").is_file():
         raise NotFound(f"{root} is not an OCI layout (no oci-layout file)")
     desc = find_descriptor(read_index_json(root), tag, f"OCI layout {root}")
-    source = LayoutSource(root)
-    with source.open_blob(desc) as f:
-        raw = f.read(desc.size + 1)
-    reader_check = VerifyingReader(
-        __import__("io").BytesIO(raw), desc.digest, f"manifest in {root}"
-    )
-    reader_check.read()
-    reader_check.verify()
-    return from_raw(raw, source, desc.media_type)
+    return load(LayoutSource(root), desc)
 
 
 def copy_blobs(obj: Image | ImageIndex, store: BlobStore) -> int:

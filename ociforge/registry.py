@@ -31,7 +31,7 @@ from .auth import repository_scope
 from .blobstore import BlobStore, default_cache_dir
 from .digest import of_bytes
 from .errors import DigestMismatch, InvalidInput, OciforgeError
-from .image import Image, ImageIndex, from_raw, walk_manifests
+from .image import Image, ImageIndex, from_raw, image_blobs, walk_manifests
 from .manifest import Descriptor, parse_manifest_bytes
 from .platform import Platform
 from .progress import NullProgress, Progress, human
@@ -260,14 +260,6 @@ class PushResult:
         )
 
 
-def _images(obj: Image | ImageIndex) -> Iterator[Image]:
-    if isinstance(obj, Image):
-        yield obj
-        return
-    for _desc, child in obj.children():
-        yield from _images(child)
-
-
 def _registry_sources(source, depth: int = 0) -> Iterator[RegistrySource]:
     """Registry sources reachable from an image's source (through layered and index sources)."""
     if depth > 8:
@@ -285,22 +277,15 @@ def _blobs(
     obj, dest: Reference
 ) -> list[tuple[Descriptor, Callable[[], BinaryIO], tuple[str, ...]]]:
     """Each blob once, with an opener and the repositories of ``dest``'s registry to mount from."""
-    out, seen = [], set()
-    for img in _images(obj):
-        sources = [s for s in _registry_sources(img.source) if s.registry == dest.registry]
-        for d in img.blobs():
-            if d.digest in seen:
-                continue
-            seen.add(d.digest)
-            if d.digest == img.manifest.config.digest:
-                raw = img.raw_config
-                opener = lambda raw=raw: __import__("io").BytesIO(raw)  # noqa: E731
-            else:
-                opener = lambda d=d, img=img: img.open_layer(d)  # noqa: E731
-            live = [s.repository for s in sources if s.knows(d.digest)]
-            remembered = bloblocations.repositories(dest.registry, d.digest)
-            mounts = tuple(r for r in dict.fromkeys(live + remembered) if r != dest.repository)[:3]
-            out.append((d, opener, mounts))
+    out, sources = [], {}
+    for img, d, opener in image_blobs(obj):
+        if id(img) not in sources:
+            found = _registry_sources(img.source)
+            sources[id(img)] = [s for s in found if s.registry == dest.registry]
+        live = [s.repository for s in sources[id(img)] if s.knows(d.digest)]
+        remembered = bloblocations.repositories(dest.registry, d.digest)
+        mounts = tuple(r for r in dict.fromkeys(live + remembered) if r != dest.repository)[:3]
+        out.append((d, opener, mounts))
     return out
 
 

@@ -70,6 +70,14 @@ def tool():
     return run_tool
 
 
+def podman_command(root, run_root) -> list[str]:
+    """podman with storage of its own (vfs: no kernel overlay needed) and no system services."""
+    return [
+        "podman", "--root", str(root), "--runroot", str(run_root), "--storage-driver", "vfs",
+        "--cgroup-manager", "cgroupfs", "--events-backend", "none",
+    ]  # fmt: skip
+
+
 @pytest.fixture
 def podman(tmp_path):
     """A podman command line with its own storage (vfs) under a short path, as root or rootless."""
@@ -77,19 +85,7 @@ def podman(tmp_path):
     import tempfile
 
     run_root = tempfile.mkdtemp(prefix="pm-", dir="/tmp")  # podman limits runroot to 50 characters
-    cmd = [
-        "podman",
-        "--root",
-        str(tmp_path / "podman-root"),
-        "--runroot",
-        run_root,
-        "--storage-driver",
-        "vfs",
-        "--cgroup-manager",
-        "cgroupfs",
-        "--events-backend",
-        "none",
-    ]
+    cmd = podman_command(tmp_path / "podman-root", run_root)
     yield cmd
     shutil.rmtree(run_root, ignore_errors=True)
 
@@ -103,17 +99,7 @@ def engine():
     sock = tmp / "api.sock"
     proc = subprocess.Popen(
         [
-            "podman",
-            "--root",
-            str(tmp / "root"),
-            "--runroot",
-            str(tmp / "run"),
-            "--storage-driver",
-            "vfs",
-            "--cgroup-manager",
-            "cgroupfs",
-            "--events-backend",
-            "none",
+            *podman_command(tmp / "root", tmp / "run"),
             "system",
             "service",
             "--time=0",

@@ -41,11 +41,8 @@ def _model(seed=0):
     return predict, clf
 
 
-@pytest.fixture(scope="module")
-def pushed(registry, tmp_path_factory):
-    predict, clf = _model(0)
-    ref = registry.ref("models/sk:1")
-    result = ociforge.build(
+def _build(predict, ref, **kw):
+    return ociforge.build(
         predict,
         platforms=PLATFORMS,
         requirements=REQS,
@@ -53,8 +50,15 @@ def pushed(registry, tmp_path_factory):
         name="sk",
         version="1.0",
         metadata={"description": "logistic regression"},
-        test_sample=[[0.1, 0.2, 0.3, 0.4]],
+        **kw,
     )
+
+
+@pytest.fixture(scope="module")
+def pushed(registry, tmp_path_factory):
+    predict, clf = _model(0)
+    ref = registry.ref("models/sk:1")
+    result = _build(predict, ref, test_sample=[[0.1, 0.2, 0.3, 0.4]])
     return result, predict, clf, ref
 
 
@@ -156,15 +160,7 @@ def test_rebuild_after_model_change_pushes_one_layer(pushed, registry):
     result, *_ = pushed
     predict2, _clf2 = _model(1)
     ref = registry.ref("models/sk:1")
-    second = ociforge.build(
-        predict2,
-        platforms=PLATFORMS,
-        requirements=REQS,
-        to=ref,
-        name="sk",
-        version="1.0",
-        metadata={"description": "logistic regression"},
-    )
+    second = _build(predict2, ref)
     push = second.written.details["push"]
     old = {p: [entry["digest"] for entry in layers] for p, layers in result.layers.items()}
     new = {p: [entry["digest"] for entry in layers] for p, layers in second.layers.items()}

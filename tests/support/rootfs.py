@@ -33,14 +33,13 @@ API::
 
 from __future__ import annotations
 
-import gzip
 import os
 import shutil
 import subprocess
 import tarfile
 from pathlib import Path
 
-from ociforge import mediatypes as mt
+from ociforge.layer import decompressor
 from ociforge.platform import Platform
 
 QEMU = {"arm64": "qemu-aarch64-static"}
@@ -48,14 +47,7 @@ QEMU = {"arm64": "qemu-aarch64-static"}
 
 def _layer_stream(image, desc):
     raw = image.open_layer(desc)
-    comp = mt.layer_compression(desc.media_type)
-    if comp == "gzip":
-        return gzip.GzipFile(fileobj=raw), raw
-    if comp == "zstd":
-        import zstandard
-
-        return zstandard.ZstdDecompressor().stream_reader(raw), raw
-    return raw, raw
+    return decompressor(raw, desc.media_type), raw
 
 
 def _remove(path: Path) -> None:
