@@ -38,7 +38,7 @@ from .errors import InvalidInput, NotFound
 from .fsutil import atomic_write
 from .image import ConfigChanges, Image, ImageIndex, append, make_index, store_source
 from .layer import Entry, Layer, decompressor, image_path, write_layer
-from .layercache import memo_key, memoized
+from .layercache import compressor_versions, memo_key, memoized
 from .manifest import canonical_json
 from .platform import Platform, parse_platforms
 
@@ -499,11 +499,10 @@ def _bytecode_layer(recipe: Recipe, pkg_layer: Layer, store: BlobStore, epoch: i
     They are compiled with this interpreter, so only when it is the recipe's Python version
     (unchecked-hash .pyc: no source mtime inside, the same bytes every time); otherwise None.
     """
-    import posixpath
     import sys
     import tarfile
 
-    from .install import PYC_FORMAT, compile_pyc
+    from .install import PYC_FORMAT
 
     if (
         not recipe.python_version
@@ -513,21 +512,22 @@ def _bytecode_layer(recipe: Recipe, pkg_layer: Layer, store: BlobStore, epoch: i
     roots = (f"usr/lib/python{recipe.python_version}/", "usr/lib/python3/dist-packages/")
 
     def make() -> Layer:
-        entries = []
+        from .bytecode import compile_all, pyc_path
+
+        sources = []
         with (
             store.open_blob(pkg_layer.digest) as raw,
             tarfile.open(fileobj=decompressor(raw, pkg_layer.media_type), mode="r|") as tf,
         ):
             for m in tf:
                 name = m.name.lstrip("./")
-                if not (m.isfile() and name.endswith(".py") and name.startswith(roots)):
-                    continue
-                pyc = compile_pyc(tf.extractfile(m).read(), "/" + name)
-                if pyc is None:
-                    continue
-                head, tail = posixpath.split(name)
-                dest = f"{head}/__pycache__/{tail[:-3]}.{sys.implementation.cache_tag}.pyc"
-                entries.append(Entry.file(dest, pyc, 0o644))
+                if m.isfile() and name.endswith(".py") and name.startswith(roots):
+                    sources.append(("/" + name, tf.extractfile(m).read()))
+        entries = [  # compiled in worker processes, one per CPU
+            Entry.file(pyc_path(name[1:]), pyc, 0o644)
+            for name, pyc in compile_all(sources)
+            if pyc is not None
+        ]
         return write_layer(entries, store, recipe.compression, epoch=epoch)
 
     key = memo_key(
@@ -568,6 +568,8 @@ def build_platform(
                 "lock": lock.to_json(),
                 "platform": str(platform),
                 "bytecode": _bytecode_identity(recipe),
+                # a base built with another deflate or zstd build has other layer digests
+                "compressors": compressor_versions(),
             }
         )
     )

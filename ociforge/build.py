@@ -243,21 +243,71 @@ def _targets(
     return targets
 
 
-def _runtime_layer(store: BlobStore, compression: str) -> Layer:
+def _runtime_entries() -> list[Entry]:
     import ociforge_runtime
 
     src = Path(ociforge_runtime.__file__).parent
-    return write_layer(
-        entries_from_tree(src, f"{RUNTIME_DIR}/ociforge_runtime", IGNORE), store, compression
-    )
+    return list(entries_from_tree(src, f"{RUNTIME_DIR}/ociforge_runtime", IGNORE))
 
 
-def _code_layer(user_code, store: BlobStore, compression: str) -> Layer | None:
+def _code_entries(user_code) -> list[Entry]:
     entries: list[Entry] = []
     for uc in user_code:
         dest = f"{CODE_DIR}/{uc.name}" if uc.is_package else f"{CODE_DIR}/{uc.name}.py"
         entries.extend(entries_from_tree(uc.path, dest, IGNORE))
-    return write_layer(entries, store, compression) if entries else None
+    return entries
+
+
+def _bytecode_layer(
+    target,
+    lock,
+    wheel_files: list[Path],
+    own: list[Entry],
+    imports: list[str],
+    store: BlobStore,
+    compression: str,
+    pool,
+) -> Layer | None:
+    """The .pyc of what the image imports when it starts (:mod:`ociforge.bytecode`), over the
+    wheels, the runtime and the user's code, on the image's own PYTHONPATH."""
+    import zipfile
+    from contextlib import ExitStack
+
+    from ociforge_runtime.package import STARTUP_IMPORTS
+
+    from .bytecode import bytecode_layer, entry_sources, modules_under, wheel_sources
+    from .install import PYC_FORMAT
+
+    search = [RUNTIME_DIR, CODE_DIR, target.site_packages]
+    own_files = entry_sources(own)
+    roots = sorted(
+        set(modules_under(own_files, RUNTIME_DIR))
+        | set(modules_under(own_files, CODE_DIR))
+        | set(imports)
+        | set(STARTUP_IMPORTS)
+    )
+    code_hash = _entries_key(own, compression)
+    key = memo_key(
+        "bytecode",
+        sorted(w.sha256 for w in lock.packages),
+        search,
+        roots,
+        code_hash,
+        compression,
+        source_date_epoch(),
+        f"{sys.version} {PYC_FORMAT}",
+    )
+    from .layercache import lookup
+
+    if (known := lookup(store, key)) is not None:
+        return known  # a rebuild opens no wheel
+    with ExitStack() as stack:
+        files: dict = {}
+        for path in wheel_files:
+            zf = stack.enter_context(zipfile.ZipFile(path))
+            files.update(wheel_sources(Path(path), target.site_packages, zf))
+        files.update(own_files)
+        return bytecode_layer(files, search, roots, store, compression, key=key, pool=pool)
 
 
 def _artifact_layers(
@@ -419,10 +469,17 @@ def build(
     all_reqs = reqs + runtime_requirements()
     locks = _locks(all_reqs, list(targets.values()), lock, offline)
 
-    from .install import wheel_layers
+    import json as _json
+    from concurrent.futures import ThreadPoolExecutor
 
-    runtime = _runtime_layer(store, compression)
-    code = _code_layer(user_code, store, compression)
+    from .bytecode import CompilePool
+    from .install import can_compile_for, wheel_layers
+    from .wheelcache import fetch
+
+    runtime_entries = _runtime_entries()
+    code_entries = _code_entries(user_code)
+    runtime = write_layer(runtime_entries, store, compression)
+    code = write_layer(code_entries, store, compression) if code_entries else None
     artifacts = _artifact_layers(files, store, compression)
     model_layer = write_layer(
         [Entry.dir(APP_DIR)]
@@ -430,58 +487,92 @@ def build(
         store,
         compression,
     )
+    imports = (_json.loads(pkg["model.json"]).get("build") or {}).get("imports") or []
     labels_ = _labels(card, name, version, labels)
     images, layer_report = [], {}
-    for p, target in targets.items():
-        base_img, base_name = bases[p]
-        wheels = wheel_layers(
-            locks[target], target, store, compression, bytecode=bytecode, offline=offline
-        )
-        named: list[tuple[str, Layer]] = [
-            (f"wheels {w.descriptor.annotations.get('org.ociforge.wheels', '')}", w) for w in wheels
-        ]
-        named.append(("ociforge runtime", runtime))
-        if code is not None:
-            named.append(("model code: " + ", ".join(u.name for u in user_code), code))
-        named.extend((f"artifact {rel}", layer) for rel, layer in artifacts)
-        named.append(("model", model_layer))
-        env = {
-            "PYTHONPATH": ":".join([RUNTIME_DIR, CODE_DIR, target.site_packages]),
-            "PATH": f"{target.bin_dir}:"
-            + base_img.config.config.env_dict().get(
-                "PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-            ),
-            "PORT": str(PORT),
-            "OCIFORGE_MODEL_DIR": MODEL_DIR,
-            "PYTHONUNBUFFERED": "1",
-            "PYTHONDONTWRITEBYTECODE": "1",
-        }
-        changes = ConfigChanges(
-            entrypoint=[target.interpreter, "-m", "ociforge_runtime"],
-            cmd=[],
-            env=env,
-            working_dir=APP_DIR,
-            user=USER,
-            exposed_ports=[f"{PORT}/tcp"],
-            labels=labels_,
-            stop_signal="SIGTERM",
-        )
-        annotations = {k: v for k, v in labels_.items() if k.startswith(ANNOTATION_PREFIX)}
-        img = append(
-            base_img,
-            [layer for _n, layer in named],
-            store_source(store),
-            changes=changes,
-            history=[n for n, _l in named],
-            annotations=annotations,
-            created=epoch,
-            store=store,
-            base_name=base_name or None,
-        )
-        images.append(img)
-        layer_report[str(p)] = [
-            {"digest": layer.digest, "size": layer.size, "what": n} for n, layer in named
-        ]
+    pool = CompilePool()
+    side = ThreadPoolExecutor(1, thread_name_prefix="ociforge-bytecode")
+    try:
+        for p, target in targets.items():
+            base_img, base_name = bases[p]
+            wheel_files = fetch(locks[target], offline=offline)
+            compile_ = can_compile_for(target) if bytecode is None else bytecode
+            if compile_ and not can_compile_for(target):
+                raise BuildError(
+                    f"bytecode=True, but this is Python {host_python()} and the image has Python "
+                    f"{target.python}: build with that Python or bytecode=None"
+                )
+            # the bytecode compiles in worker processes while the wheel layers compress here
+            pycs = (
+                side.submit(
+                    _bytecode_layer,
+                    target,
+                    locks[target],
+                    wheel_files,
+                    runtime_entries + code_entries,
+                    imports,
+                    store,
+                    compression,
+                    pool,
+                )
+                if compile_
+                else None
+            )
+            wheels = wheel_layers(
+                locks[target], target, store, compression, offline=offline, paths=wheel_files
+            )
+            bytecode_layer = pycs.result() if pycs is not None else None
+            named: list[tuple[str, Layer]] = [
+                (f"wheels {w.descriptor.annotations.get('org.ociforge.wheels', '')}", w)
+                for w in wheels
+            ]
+            if bytecode_layer is not None:
+                named.append(("bytecode of the modules loaded at start", bytecode_layer))
+            named.append(("ociforge runtime", runtime))
+            if code is not None:
+                named.append(("model code: " + ", ".join(u.name for u in user_code), code))
+            named.extend((f"artifact {rel}", layer) for rel, layer in artifacts)
+            named.append(("model", model_layer))
+            env = {
+                "PYTHONPATH": ":".join([RUNTIME_DIR, CODE_DIR, target.site_packages]),
+                "PATH": f"{target.bin_dir}:"
+                + base_img.config.config.env_dict().get(
+                    "PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+                ),
+                "PORT": str(PORT),
+                "OCIFORGE_MODEL_DIR": MODEL_DIR,
+                "PYTHONUNBUFFERED": "1",
+                "PYTHONDONTWRITEBYTECODE": "1",
+            }
+            changes = ConfigChanges(
+                entrypoint=[target.interpreter, "-m", "ociforge_runtime"],
+                cmd=[],
+                env=env,
+                working_dir=APP_DIR,
+                user=USER,
+                exposed_ports=[f"{PORT}/tcp"],
+                labels=labels_,
+                stop_signal="SIGTERM",
+            )
+            annotations = {k: v for k, v in labels_.items() if k.startswith(ANNOTATION_PREFIX)}
+            img = append(
+                base_img,
+                [layer for _n, layer in named],
+                store_source(store),
+                changes=changes,
+                history=[n for n, _l in named],
+                annotations=annotations,
+                created=epoch,
+                store=store,
+                base_name=base_name or None,
+            )
+            images.append(img)
+            layer_report[str(p)] = [
+                {"digest": layer.digest, "size": layer.size, "what": n} for n, layer in named
+            ]
+    finally:
+        side.shutdown(wait=True)
+        pool.close()
     index_annotations = {k: v for k, v in labels_.items() if k.startswith(ANNOTATION_PREFIX)}
     index_annotations[f"{ANNOTATION_PREFIX}created"] = rfc3339(epoch)
     result_obj: Image | ImageIndex = make_index(images, annotations=index_annotations)

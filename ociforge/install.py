@@ -10,10 +10,12 @@ placed at the target's paths. There is no temporary tree: small files are kept a
 ones are streamed from the wheel again while the layer is written (``Entry.opener``), so memory
 stays flat however big the wheel (torch's 2 GB of ``.so`` files included).
 
-Bytecode, when asked for, is compiled with this interpreter for the target's Python version
-(only possible when the two match: the .pyc format is version-specific) as *unchecked-hash*
-pycs (PEP 552): no source mtime inside, so the same wheel gives the same bytes every time, and
-Python does not re-validate them at import.
+Bytecode, when asked for (``bytecode=True``), is compiled with this interpreter for the target's
+Python version (only possible when the two match: the .pyc format is version-specific) as
+*unchecked-hash* pycs (PEP 552): no source mtime inside, so the same wheel gives the same bytes
+every time, and Python does not re-validate them at import. :func:`wheel_layers` leaves it out
+by default: ``ociforge.build`` writes one bytecode layer for the modules the image imports
+(:mod:`ociforge.bytecode`) instead of compiling every module of every wheel as pip does.
 
 Layering (:func:`wheel_layers`): a wheel whose file is at least ``big`` bytes (torch, nvidia-*,
 scipy) gets a layer of its own; the small platform-specific wheels share one layer and the small
@@ -25,7 +27,6 @@ a pure-Python wheel's layer is the same blob in the amd64 and the arm64 image (u
 from __future__ import annotations
 
 import functools
-import importlib.util
 import io
 import os
 import posixpath
@@ -44,6 +45,7 @@ from installer.scripts import Script
 from installer.sources import WheelFile
 from installer.utils import construct_record_file, copyfileobj_with_hashing, fix_shebang
 
+from ._pycworker import compile_module
 from .blobstore import BlobStore
 from .errors import InvalidInput
 from .layer import Entry, Layer, image_path, source_date_epoch, write_layer
@@ -70,28 +72,11 @@ class _Sink(io.BytesIO):
 PYC_FORMAT = "marshal-2"
 
 
-@functools.lru_cache(maxsize=16384)
+@functools.lru_cache(maxsize=4096)
 def compile_pyc(source: bytes, filename: str) -> bytes | None:
     """An unchecked-hash .pyc of ``source`` (None when it does not compile for this Python),
-    the same bytes in any process.
-
-    Remembered for the build: scipy's or sklearn's .py files are the same in the amd64 and the
-    arm64 wheel, so the second platform compiles nothing.
-    """
-    import marshal
-    from importlib._bootstrap_external import MAGIC_NUMBER
-
-    try:
-        code = compile(source, filename, "exec", dont_inherit=True, optimize=0)
-    except (SyntaxError, ValueError):
-        return None
-    # marshal format 2, not the default 4: from version 3 on, marshal flags an object for reuse
-    # when its reference count is above one, which depends on what else this process holds (a
-    # name interned by an imported module), so the same source gave different bytes in different
-    # processes. Format 2 has no such references: the bytes depend on the source alone (the file
-    # is about a quarter larger). Header: magic, flags 0b01 (hash-based, unchecked), source hash.
-    flags = (1).to_bytes(4, "little")
-    return MAGIC_NUMBER + flags + importlib.util.source_hash(source) + marshal.dumps(code, 2)
+    the same bytes in any process (:func:`ociforge._pycworker.compile_module`)."""
+    return compile_module(source, filename)[0]
 
 
 def can_compile_for(target: Target) -> bool:
@@ -295,14 +280,15 @@ def wheel_layers(
     *,
     cache=None,
     big: int = BIG_WHEEL,
-    bytecode: bool | None = None,
+    bytecode: bool = False,
     offline: bool = False,
     paths: Iterable[Path] | None = None,
     jobs: int | None = None,
 ) -> list[Layer]:
     """Fetch (from the cache when there) and install ``lock``'s wheels as layers in ``store``.
 
-    ``jobs`` layers are written at once (default: one per CPU).
+    ``jobs`` layers are written at once (default: one per CPU). ``bytecode=True`` puts every
+    module's .pyc into the layers, as ``pip install`` would (see the module docstring).
 
     Layers come in a fixed order: big wheels by name, then the small platform wheels, then the
     small pure ones. Each layer's descriptor is annotated with the wheels it holds.
@@ -314,7 +300,7 @@ def wheel_layers(
         raise InvalidInput("wheel_layers needs a blob store to write the layers into")
     files = list(paths) if paths is not None else fetch(lock, cache, offline=offline)
     by_sha = {w.sha256: Path(p) for w, p in zip(lock.packages, files, strict=True)}
-    compile_pyc = can_compile_for(target) if bytecode is None else bytecode
+    compile_pyc = bool(bytecode)
 
     def one(group: WheelGroup) -> Layer:
         names = ",".join(f"{w.name}=={w.version}" for w in group.wheels)
@@ -344,8 +330,8 @@ def wheel_layers(
             ),
         )
 
-    # Layers are written side by side: compiling .pyc holds the GIL while zlib/zstd compress
-    # without it, so one layer's compression overlaps another's compilation.
+    # Layers are written side by side: zlib-ng and zstd compress without holding the GIL, so the
+    # layers' compression uses every CPU (and, with bytecode=True, overlaps the compiling).
     groups = plan_layers(lock, big)
     workers = max(1, min(len(groups), jobs or (os.cpu_count() or 2)))
     if workers == 1:

@@ -21,18 +21,20 @@ from .layer import Layer
 from .manifest import Descriptor, canonical_json
 
 
-def _compressor_versions() -> dict[str, str]:
+def compressor_versions() -> dict[str, str]:
     import zstandard
+    from zlib_ng import zlib_ng
 
     return {
         "zlib": zlib.ZLIB_RUNTIME_VERSION,
+        "zlib-ng": zlib_ng.ZLIBNG_VERSION,
         "zstd": zstandard.ZSTD_VERSION and ".".join(map(str, zstandard.ZSTD_VERSION)),
     }
 
 
 def memo_key(*parts) -> str:
     """A key over ``parts`` (JSON-able), this ociforge version and the compressors' versions."""
-    blob = canonical_json([__version__, _compressor_versions(), list(parts)])
+    blob = canonical_json([__version__, compressor_versions(), list(parts)])
     return hashlib.sha256(blob).hexdigest()
 
 

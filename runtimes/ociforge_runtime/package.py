@@ -28,6 +28,9 @@ from typing import Any
 from . import __version__
 
 FORMAT_VERSION = 1
+# Modules the server loads by name rather than by an import statement (gunicorn's worker and
+# logger classes): the builder compiles their bytecode with the rest of what starts the server.
+STARTUP_IMPORTS = ("gunicorn.app.base", "gunicorn.glogging", "gunicorn.workers.gthread")
 MODEL_PKL = "model.pkl"
 MODEL_JSON = "model.json"
 KINDS = ("function", "batch", "object", "class")

@@ -121,6 +121,27 @@ def test_pulled_image_serves_the_same_predictions(pushed, tool, tmp_path, arch):
     )
     assert proc.returncode == 0, proc.stderr
     assert float(proc.stdout.strip()) > 0.9
+    # what the server imports at start loads from the bytecode layer, and nothing else was compiled
+    loaded = (
+        "import importlib.util as u, json, os, sys, pickle, ociforge_runtime.server; "
+        "import gunicorn.workers.gthread; pickle.load(open('/opt/ociforge/model/model.pkl', 'rb')); "
+        "mods = [m.__file__ for m in list(sys.modules.values()) "
+        "if (getattr(m, '__file__', None) or '').startswith('/opt/ociforge/') "
+        "and m.__file__.endswith('.py')]; "
+        "print(json.dumps([len(mods), [f for f in mods if not os.path.exists(u.cache_from_source(f))]]))"
+    )
+    proc = run(
+        tmp_path / "bundle" / "rootfs",
+        [cfg.entrypoint[0], "-c", loaded],
+        f"linux/{arch}",
+        env=cfg.env_dict(),
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    count, uncompiled = json.loads(proc.stdout)
+    assert count > 500 and len(uncompiled) <= count // 50, uncompiled
+    site = tmp_path / "bundle" / "rootfs" / cfg.env_dict()["PYTHONPATH"].split(":")[-1].lstrip("/")
+    assert not list(site.glob("sklearn/**/tests/__pycache__/*.pyc"))
     rows = _data(7)[0][:5].tolist()
     expected = clf.predict_proba(np.asarray(rows)).round(6).tolist()
     with serving(img, tmp_path / "rootfs") as url:
@@ -141,7 +162,8 @@ def test_every_so_matches_its_platform(pushed):
     for plat, machine in (("linux/amd64", 62), ("linux/arm64", 183)):
         img = result.image.select(plat)
         seen = 0
-        for desc in img.layers[-6:]:  # ours: wheels, runtime, model (the base is checked elsewhere)
+        ours = len(result.layers[plat])  # wheels, bytecode, runtime, model (not the base's)
+        for desc in img.layers[-ours:]:
             with (
                 img.open_layer(desc) as raw,
                 tarfile.open(fileobj=gzip.GzipFile(fileobj=raw), mode="r|") as tf,

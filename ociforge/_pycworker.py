@@ -1,0 +1,123 @@
+"""Compile one module into .pyc bytes and list the imports it runs when loaded: the one function
+ociforge compiles with, run in this process or in a worker process (``python -I -S`` this file).
+
+Standard library only, on purpose: the workers start with ``-I -S`` (no site, no environment),
+from this file's path, so they start in milliseconds and cannot import the user's training
+script the way ``multiprocessing``'s spawn would (which re-runs an unguarded ``__main__``).
+
+Protocol on stdin/stdout: a 4-byte big-endian length, then a pickle of ``(filename, source)``;
+the answer is framed the same way: a pickle of ``(pyc or None, imports)``.
+"""
+
+from __future__ import annotations
+
+import dis
+import importlib.util
+import inspect
+import marshal
+import pickle
+import struct
+import sys
+from importlib._bootstrap_external import MAGIC_NUMBER
+from types import CodeType
+
+_OP = dis.opmap
+_IMPORT_NAME = _OP["IMPORT_NAME"]
+_EXTENDED_ARG = _OP["EXTENDED_ARG"]
+_LOAD_CONST = _OP["LOAD_CONST"]
+_LOAD_SMALL_INT = _OP.get("LOAD_SMALL_INT", -1)  # 3.14: small ints (an import's level)
+_CO_OPTIMIZED = inspect.CO_OPTIMIZED
+
+
+def imports_of(code: CodeType) -> list[tuple[int, str, tuple[str, ...]]]:
+    """``(level, module, names)`` for each import the module runs when it is imported: at module
+    level and in class bodies, not inside functions (those run later, if ever), except a module's
+    ``__getattr__`` (PEP 562), where packages such as numpy import the submodules they load
+    lazily on first use (``np.fft``), which the libraries that use them always do. ``import a.b``
+    gives ``(0, "a.b", ())``; ``from .x import y`` gives ``(1, "x", ("y",))``.
+
+    Read from the bytecode (``LOAD_CONST level; LOAD_CONST fromlist; IMPORT_NAME name``) with a
+    plain loop over ``co_code``: parsing the source into Python AST objects for this doubled the
+    cost of compiling, and ``dis`` added a third. Imports under ``if TYPE_CHECKING:`` are
+    included (the bytecode cannot tell); they only cost compiling a module that is present.
+    """
+    out: list[tuple[int, str, tuple[str, ...]]] = []
+    todo = [code]
+    while todo:
+        co = todo.pop()
+        raw, consts, names = co.co_code, co.co_consts, co.co_names
+        recent: list = [None, None]
+        ext = 0
+        for i in range(0, len(raw), 2):
+            op, arg = raw[i], raw[i + 1] | ext
+            if op == _EXTENDED_ARG:
+                ext = arg << 8
+                continue
+            ext = 0
+            if op == _IMPORT_NAME:
+                level, fromlist = recent[-2], recent[-1]
+                level = level if isinstance(level, int) else 0
+                names_ = tuple(n for n in fromlist or () if isinstance(n, str) and n != "*")
+                out.append((level, names[arg], names_))
+            if op == _LOAD_CONST:
+                recent.append(consts[arg])
+            elif op == _LOAD_SMALL_INT:
+                recent.append(arg)
+            elif op != 0:  # 0 is CACHE: not an instruction
+                recent.append(None)
+            del recent[:-2]
+        todo.extend(
+            c
+            for c in consts
+            if isinstance(c, CodeType)
+            and (not c.co_flags & _CO_OPTIMIZED or (co is code and c.co_name == "__getattr__"))
+        )
+    return sorted(set(out))
+
+
+def compile_module(source: bytes, filename: str) -> tuple[bytes | None, list]:
+    """An unchecked-hash .pyc of ``source`` (None when it does not compile for this Python) and
+    the imports it runs on import; the same bytes in any process.
+
+    marshal format 2, not the default 4: from version 3 on, marshal flags an object for reuse
+    when its reference count is above one, which depends on what else the process holds (a name
+    interned by an imported module), so the same source gave different bytes in different
+    processes. Format 2 has no such references: the bytes depend on the source alone (the file
+    is about a quarter larger). Header: magic, flags 0b01 (hash-based, unchecked), source hash.
+    """
+    try:
+        code = compile(source, filename, "exec", dont_inherit=True, optimize=0)
+    except (SyntaxError, ValueError):
+        return None, []
+    flags = (1).to_bytes(4, "little")
+    pyc = MAGIC_NUMBER + flags + importlib.util.source_hash(source) + marshal.dumps(code, 2)
+    return pyc, imports_of(code)
+
+
+def _read(stream, n: int) -> bytes:
+    buf = b""
+    while len(buf) < n:
+        chunk = stream.read(n - len(buf))
+        if not chunk:
+            raise EOFError
+        buf += chunk
+    return buf
+
+
+def serve(inp=None, out=None) -> None:
+    """Answer requests until stdin closes."""
+    inp = inp or sys.stdin.buffer
+    out = out or sys.stdout.buffer
+    while True:
+        try:
+            (n,) = struct.unpack(">I", _read(inp, 4))
+        except EOFError:
+            return
+        filename, source = pickle.loads(_read(inp, n))
+        reply = pickle.dumps(compile_module(source, filename), protocol=pickle.HIGHEST_PROTOCOL)
+        out.write(struct.pack(">I", len(reply)) + reply)
+        out.flush()
+
+
+if __name__ == "__main__":
+    serve()

@@ -1,0 +1,123 @@
+"""The bytecode layer's import closure and its worker processes (no network, no images)."""
+
+from __future__ import annotations
+
+import sys
+
+from ociforge import bytecode
+from ociforge._pycworker import compile_module, imports_of
+from ociforge.blobstore import BlobStore
+
+SP = "opt/ociforge/site-packages"
+TAG = sys.implementation.cache_tag
+
+
+def _files(tree: dict[str, str]) -> dict:
+    return {path: (lambda s=src: s.encode()) for path, src in tree.items()}
+
+
+def test_imports_that_run_at_load_time():
+    src = (
+        "import os.path as p\n"
+        "from . import sib, other\n"
+        "from ..up.mod import *\n"
+        "try:\n    import fast\nexcept ImportError:\n    fast = None\n"
+        "if p:\n    from cond import x\n"
+        "class K:\n    import inclass\n"
+        "    def m(self):\n        import inmethod\n"
+        "def f():\n    import lazy\n"
+        "def __getattr__(name):\n    import pkg.sub as sub\n    return sub\n"
+    )
+    found = imports_of(compile(src, "m.py", "exec"))
+    assert found == sorted(
+        [
+            (0, "os.path", ()),
+            (1, "", ("sib", "other")),
+            (2, "up.mod", ()),
+            (0, "fast", ()),
+            (0, "cond", ("x",)),
+            (0, "inclass", ()),
+            (0, "pkg.sub", ()),
+        ]
+    )
+
+
+def test_closure_follows_load_time_imports_only():
+    files = _files(
+        {
+            f"{SP}/app/__init__.py": "from .core import run\n",
+            f"{SP}/app/core.py": "import helper\nfrom . import util\ndef run():\n    import never\n",
+            f"{SP}/app/util.py": "from ..shadow import nothing\n",  # beyond the top: ignored
+            f"{SP}/app/unused.py": "x = 1\n",
+            f"{SP}/helper.py": "import json\n",
+            f"{SP}/never.py": "x = 1\n",
+            f"{SP}/shadow.py": "x = 1\n",
+            f"{SP}/broken.py": "def (:\n",
+            "opt/ociforge/runtime/srv/__init__.py": "import app\nimport broken\n",
+        }
+    )
+    with bytecode.CompilePool(2) as pool:
+        out = bytecode.startup_bytecode(files, ["opt/ociforge/runtime", SP], ["srv"], pool)
+    assert sorted(out) == sorted(
+        [
+            f"opt/ociforge/runtime/srv/__pycache__/__init__.{TAG}.pyc",
+            f"{SP}/app/__pycache__/__init__.{TAG}.pyc",
+            f"{SP}/app/__pycache__/core.{TAG}.pyc",
+            f"{SP}/app/__pycache__/util.{TAG}.pyc",
+            f"{SP}/__pycache__/helper.{TAG}.pyc",
+        ]
+    )
+    # each .pyc is the one this process would write: the workers change nothing
+    src = files[f"{SP}/app/core.py"]()
+    assert (
+        out[f"{SP}/app/__pycache__/core.{TAG}.pyc"] == compile_module(src, f"/{SP}/app/core.py")[0]
+    )
+
+
+def test_search_path_order_and_packages_first():
+    files = _files(
+        {
+            "first/mod.py": "A = 1\n",
+            "second/mod.py": "import gone\n",
+            "second/pkg.py": "import gone\n",
+            "second/pkg/__init__.py": "B = 1\n",
+            "second/gone.py": "x = 1\n",
+        }
+    )
+    with bytecode.CompilePool(1) as pool:
+        out = bytecode.startup_bytecode(files, ["first", "second"], ["mod", "pkg"], pool)
+    assert sorted(out) == [
+        f"first/__pycache__/mod.{TAG}.pyc",
+        f"second/pkg/__pycache__/__init__.{TAG}.pyc",
+    ]
+
+
+def test_pool_without_workers_compiles_the_same(monkeypatch):
+    """A Python whose executable cannot be started (embedded) compiles in process instead."""
+    files = _files({"p/a.py": "import b\nVALUE = [1, 2, 3]\n", "p/b.py": "B = 'b'\n"})
+    with bytecode.CompilePool(2) as pool:
+        expected = bytecode.startup_bytecode(files, ["p"], ["a"], pool)
+    monkeypatch.setattr(sys, "executable", "/nonexistent/python")
+    with bytecode.CompilePool(2) as pool:
+        got = bytecode.startup_bytecode(files, ["p"], ["a"], pool)
+    assert got == expected and len(got) == 2
+
+
+def test_layer_is_remembered(tmp_path):
+    files = _files({"p/a.py": "import b\n", "p/b.py": "B = 1\n"})
+    store = BlobStore(tmp_path / "store")
+    first = bytecode.bytecode_layer(files, ["p"], ["a"], store, "gzip", key="k" * 64)
+    calls = []
+    again = bytecode.bytecode_layer(
+        {"p/a.py": lambda: calls.append(1) or b""}, ["p"], ["a"], store, "gzip", key="k" * 64
+    )
+    assert again == first and calls == []
+    assert bytecode.bytecode_layer({}, ["p"], ["a"], store, "gzip") is None
+
+
+def test_compile_all_keeps_order():
+    items = [(f"/m{i}.py", f"X = {i}\n".encode()) for i in range(20)] + [("/bad.py", b"def (")]
+    out = list(bytecode.compile_all(items))
+    assert [name for name, _ in out] == [name for name, _ in items]
+    assert out[-1][1] is None and all(pyc for _, pyc in out[:-1])
+    assert out[3][1] == compile_module(b"X = 3\n", "/m3.py")[0]
