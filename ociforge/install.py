@@ -40,7 +40,7 @@ from pathlib import Path
 from installer import install as _install
 from installer.destinations import WheelDestination
 from installer.exceptions import InstallerError
-from installer.records import Hash, RecordEntry
+from installer.records import Hash, RecordEntry, parse_record_file
 from installer.scripts import Script
 from installer.sources import WheelFile
 from installer.utils import construct_record_file, copyfileobj_with_hashing, fix_shebang
@@ -132,6 +132,7 @@ class LayerDestination(WheelDestination):
         self.entries: list[Entry] = []
         self._pycs: list[tuple[str, RecordEntry]] = []
         self._zip: zipfile.ZipFile | None = None
+        self.record: dict[str, tuple[Hash, int]] = {}  # the wheel's RECORD, by member name
 
     def _dest(self, scheme: str, path: str) -> str:
         root = self.schemes[scheme]
@@ -149,8 +150,15 @@ class LayerDestination(WheelDestination):
                 data = fixed.read()
             return self._add_bytes(path, dest, data, mode)
         member = getattr(stream, "name", None)  # zipfile.ZipExtFile: the member's name
-        if member and self._member_size(member) > _INLINE and not path.endswith(".py"):
-            hash_, size = copyfileobj_with_hashing(stream, _Null(), "sha256")
+        if member and (size := self._member_size(member)) > _INLINE and not path.endswith(".py"):
+            # A large file is inflated once, while the layer is written: its RECORD line is the
+            # wheel's own (the wheel is trusted by its sha256 in the lock), hashed here only
+            # when the wheel's RECORD has no sha256 for it.
+            known = self.record.get(member)
+            if known is not None and known[0].name == "sha256" and known[1] == size:
+                hash_ = known[0].value
+            else:
+                hash_, size = copyfileobj_with_hashing(stream, _Null(), "sha256")
             self.entries.append(
                 Entry(dest, "file", mode, size=size, opener=_MemberOpener(self.wheel, member))
             )
@@ -203,6 +211,18 @@ class LayerDestination(WheelDestination):
         self.entries.append(Entry.file(self._dest(scheme, record_file_path), data, 0o644))
 
 
+def _wheel_record(source: WheelFile) -> dict[str, tuple[Hash, int]]:
+    out = {}
+    rows = source.read_dist_info("RECORD").splitlines()
+    for path, hash_, size in parse_record_file(rows):
+        if hash_ and size.isdigit():
+            try:
+                out[path] = (Hash.parse(hash_), int(size))
+            except ValueError:
+                continue
+    return out
+
+
 def install_entries(wheel: str | Path, target: Target, bytecode: bool | None = None) -> list[Entry]:
     """The layer entries of one wheel installed for ``target`` (RECORD and INSTALLER included).
 
@@ -221,6 +241,7 @@ def install_entries(wheel: str | Path, target: Target, bytecode: bool | None = N
         with WheelFile.open(wheel) as source:
             source.validate_record(validate_contents=False)
             dest = LayerDestination(target, wheel, source.distribution, bytecode)
+            dest.record = _wheel_record(source)
             try:
                 _install(source, dest, {"INSTALLER": INSTALLER_NAME})
             finally:

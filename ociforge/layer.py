@@ -367,16 +367,33 @@ def _tarinfo(e: Entry, epoch: int) -> tarfile.TarInfo:
 
 
 class _TarSink:
-    """What tarfile writes into: hashes the tar (diff_id) and feeds the compressor."""
+    """What tarfile writes into: hashes the tar (diff_id) and feeds the compressor in 1 MiB
+    chunks. tarfile writes 512-byte headers and 16 KiB blocks; zlib-ng took 1.6 s for 60 MB
+    in 512-byte writes and 0.94 s in 1 MiB ones, and deflate's output depends on how its input
+    was split, so fixed chunks also make the bytes independent of tarfile's write pattern."""
+
+    CHUNK = 1 << 20
 
     def __init__(self, compressor: _Compressor) -> None:
         self._hash = HashingWriter(compressor)
+        self._buf = bytearray()
 
     def write(self, data) -> int:
-        return self._hash.write(data)
+        self._buf += data
+        if len(self._buf) >= self.CHUNK:
+            full = len(self._buf) - len(self._buf) % self.CHUNK
+            for i in range(0, full, self.CHUNK):
+                self._hash.write(bytes(self._buf[i : i + self.CHUNK]))
+            del self._buf[:full]
+        return len(data)
+
+    def finish(self) -> None:
+        if self._buf:
+            self._hash.write(bytes(self._buf))
+            self._buf.clear()
 
     def tell(self) -> int:
-        return self._hash.size
+        return self._hash.size + len(self._buf)
 
     @property
     def diff_id(self) -> str:
@@ -449,6 +466,7 @@ def write_layer(
         comp = _Compressor(w, compression, level, threads)
         sink = _TarSink(comp)
         write_tar(entries, sink, epoch)
+        sink.finish()
         comp.close()
         digest = w.commit()
     desc = Descriptor(media_type, digest, w.size, annotations=dict(annotations or {}))
