@@ -29,6 +29,27 @@ _LOAD_SMALL_INT = _OP.get("LOAD_SMALL_INT", -1)  # 3.14: small ints (an import's
 _CO_OPTIMIZED = inspect.CO_OPTIMIZED
 
 
+_NOT_INSTRUCTIONS = ("CACHE", "TO_BOOL", "NOT_TAKEN", "EXTENDED_ARG")
+
+
+def _type_checking_blocks(code: CodeType) -> list[tuple[int, int]]:
+    """Byte ranges of ``if TYPE_CHECKING:`` / ``if typing.TYPE_CHECKING:`` bodies: a load of
+    the name followed by a jump-if-false, whose target ends the body."""
+    ins = [i for i in dis.get_instructions(code) if i.opname not in _NOT_INSTRUCTIONS]
+    out = []
+    for cur, nxt in zip(ins, ins[1:], strict=False):
+        if (
+            cur.argval == "TYPE_CHECKING"
+            and cur.opname.startswith(("LOAD_NAME", "LOAD_GLOBAL", "LOAD_ATTR"))
+            and nxt.opname.startswith("POP_JUMP")
+            and "IF_FALSE" in nxt.opname
+            and isinstance(nxt.argval, int)
+            and nxt.argval > nxt.offset
+        ):
+            out.append((nxt.offset + 2, nxt.argval))
+    return out
+
+
 def imports_of(code: CodeType) -> list[tuple[int, str, tuple[str, ...]]]:
     """``(level, module, names)`` for each import the module runs when it is imported: at module
     level and in class bodies, not inside functions (those run later, if ever), except a module's
@@ -38,8 +59,9 @@ def imports_of(code: CodeType) -> list[tuple[int, str, tuple[str, ...]]]:
 
     Read from the bytecode (``LOAD_CONST level; LOAD_CONST fromlist; IMPORT_NAME name``) with a
     plain loop over ``co_code``: parsing the source into Python AST objects for this doubled the
-    cost of compiling, and ``dis`` added a third. Imports under ``if TYPE_CHECKING:`` are
-    included (the bytecode cannot tell); they only cost compiling a module that is present.
+    cost of compiling, and ``dis`` added a third. Imports under ``if TYPE_CHECKING:`` never run
+    and are left out (narwhals' name pandas, polars, pyarrow...); ``dis`` finds those blocks, only
+    in code that names ``TYPE_CHECKING``.
     """
     out: list[tuple[int, str, tuple[str, ...]]] = []
     todo = [code]
@@ -48,13 +70,14 @@ def imports_of(code: CodeType) -> list[tuple[int, str, tuple[str, ...]]]:
         raw, consts, names = co.co_code, co.co_consts, co.co_names
         recent: list = [None, None]
         ext = 0
+        skip = _type_checking_blocks(co) if "TYPE_CHECKING" in names else ()
         for i in range(0, len(raw), 2):
             op, arg = raw[i], raw[i + 1] | ext
             if op == _EXTENDED_ARG:
                 ext = arg << 8
                 continue
             ext = 0
-            if op == _IMPORT_NAME:
+            if op == _IMPORT_NAME and not any(a <= i < b for a, b in skip):
                 level, fromlist = recent[-2], recent[-1]
                 level = level if isinstance(level, int) else 0
                 names_ = tuple(n for n in fromlist or () if isinstance(n, str) and n != "*")

@@ -13,8 +13,9 @@ imports (numpy, scipy, sklearn, flask, gunicorn: about 900 modules, 3 s here).
 So ociforge compiles the modules reachable from the server's start: the runtime's modules,
 the user's code, the modules the model's pickle names (``build.imports``) and what the runtime
 loads by name (``STARTUP_IMPORTS``), then, transitively, every module those import at load
-time: module level, ``try``/``if`` blocks and class bodies, not function bodies (read from the
-compiled bytecode, so it costs nothing extra). The set is a function of the image's files and
+time: module level, ``try``/``if`` blocks and class bodies, a module's ``__getattr__`` (lazy
+submodules), not other function bodies nor ``if TYPE_CHECKING:`` blocks (read from the compiled
+bytecode, so it costs next to nothing). The set is a function of the image's files and
 these roots, never of the builder's process, so the layer is reproducible. A module outside it
 (imported lazily, by a string, or by a C extension) still works: Python compiles it in memory
 when it is first imported.

@@ -27,6 +27,10 @@ def test_imports_that_run_at_load_time():
         "    def m(self):\n        import inmethod\n"
         "def f():\n    import lazy\n"
         "def __getattr__(name):\n    import pkg.sub as sub\n    return sub\n"
+        "import typing\nfrom typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n    import typeonly\n"
+        "if typing.TYPE_CHECKING:\n    import typeonly2\nelse:\n    import runtime_alt\n"
+        "if not TYPE_CHECKING:\n    import notchecking\n"
     )
     found = imports_of(compile(src, "m.py", "exec"))
     assert found == sorted(
@@ -38,6 +42,10 @@ def test_imports_that_run_at_load_time():
             (0, "cond", ("x",)),
             (0, "inclass", ()),
             (0, "pkg.sub", ()),
+            (0, "typing", ()),
+            (0, "typing", ("TYPE_CHECKING",)),
+            (0, "runtime_alt", ()),
+            (0, "notchecking", ()),
         ]
     )
 

@@ -196,6 +196,30 @@ def test_file_vanishing_mid_write_leaves_nothing(tmp_path):
     assert list(store.blob_dir.iterdir()) == []
 
 
+def test_compressor_failure_is_raised_and_leaves_nothing(tmp_path, monkeypatch):
+    """Hashing and compressing run on the sink's own thread: a failure there (a full disk) is
+    raised by write_layer, the thread ends, and no blob is kept."""
+    import threading
+
+    from ociforge import layer as layer_mod
+
+    seen = []
+
+    def failing(self, data):
+        seen.append(len(data))
+        if len(seen) > 2:
+            raise OSError(28, "No space left on device")
+        return len(data)
+
+    monkeypatch.setattr(layer_mod._Compressor, "write", failing)
+    entries = [Entry.file(f"f{i}", os.urandom(300_000)) for i in range(20)]  # ~6 MiB: 6 chunks
+    store = BlobStore(tmp_path / "store")
+    with pytest.raises(OSError, match="No space left"):
+        write_layer(entries, store, "gzip")
+    assert len(seen) == 3 and list(store.blob_dir.iterdir()) == []
+    assert not [t for t in threading.enumerate() if t.name == "ociforge-layer-sink"]
+
+
 def test_memory_stays_flat_for_a_large_layer(tmp_path):
     """A 512 MiB file through the writer in a child process: peak RSS must stay far below it."""
     big = tmp_path / "big.bin"
