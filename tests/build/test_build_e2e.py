@@ -112,15 +112,19 @@ def test_pulled_image_serves_the_same_predictions(pushed, tool, tmp_path, arch):
         "print(LogisticRegression().fit(x, y).score(x, y))"
     )
     cfg = img.config.config
-    proc = run(
-        tmp_path / "bundle" / "rootfs",
-        [cfg.entrypoint[0], "-c", fit],
-        f"linux/{arch}",
-        env=cfg.env_dict(),
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert float(proc.stdout.strip()) > 0.9
+
+    def python(code: str):
+        proc = run(
+            tmp_path / "bundle" / "rootfs",
+            [cfg.entrypoint[0], "-c", code],
+            f"linux/{arch}",
+            env=cfg.env_dict(),
+            timeout=300,
+        )
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    assert float(python(fit).strip()) > 0.9
     # what the server imports at start loads from the bytecode layer, and nothing else was compiled
     loaded = (
         "import importlib.util as u, json, os, sys, pickle, ociforge_runtime.server; "
@@ -130,15 +134,7 @@ def test_pulled_image_serves_the_same_predictions(pushed, tool, tmp_path, arch):
         "and m.__file__.endswith('.py')]; "
         "print(json.dumps([len(mods), [f for f in mods if not os.path.exists(u.cache_from_source(f))]]))"
     )
-    proc = run(
-        tmp_path / "bundle" / "rootfs",
-        [cfg.entrypoint[0], "-c", loaded],
-        f"linux/{arch}",
-        env=cfg.env_dict(),
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr
-    count, uncompiled = json.loads(proc.stdout)
+    count, uncompiled = json.loads(python(loaded))
     assert count > 500 and len(uncompiled) <= count // 50, uncompiled
     site = tmp_path / "bundle" / "rootfs" / cfg.env_dict()["PYTHONPATH"].split(":")[-1].lstrip("/")
     assert not list(site.glob("sklearn/**/tests/__pycache__/*.pyc"))
