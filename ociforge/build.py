@@ -258,6 +258,49 @@ def _code_entries(user_code) -> list[Entry]:
     return entries
 
 
+def _startup_roots(own_files, imports: list[str]) -> list[str]:
+    """Where the image's startup imports begin: the runtime's and the user's modules, the
+    pickle's modules, and what the runtime loads by name."""
+    from ociforge_runtime.package import STARTUP_IMPORTS
+
+    from .bytecode import modules_under
+
+    return sorted(
+        set(modules_under(own_files, RUNTIME_DIR))
+        | set(modules_under(own_files, CODE_DIR))
+        | set(imports)
+        | set(STARTUP_IMPORTS)
+    )
+
+
+def _prewarm(targets: dict, bytecode, own: list[Entry], imports: list[str], pool):
+    """A thread compiling the startup closure from this Python's installed packages while the
+    requirements resolve (:func:`ociforge.bytecode.prewarm`); None when nothing will compile."""
+    import threading
+
+    from .bytecode import entry_sources, prewarm
+    from .install import can_compile_for
+
+    target = next((t for t in targets.values() if can_compile_for(t)), None)
+    if target is None or bytecode is False:
+        return None
+    own_files = entry_sources(own)
+    thread = threading.Thread(
+        target=prewarm,
+        args=(
+            own_files,
+            [RUNTIME_DIR, CODE_DIR, target.site_packages],
+            target.site_packages,
+            _startup_roots(own_files, imports),
+            pool,
+        ),
+        name="ociforge-prewarm",
+        daemon=True,
+    )
+    thread.start()
+    return thread
+
+
 def _bytecode_layer(
     target,
     lock,
@@ -273,19 +316,12 @@ def _bytecode_layer(
     import zipfile
     from contextlib import ExitStack
 
-    from ociforge_runtime.package import STARTUP_IMPORTS
-
-    from .bytecode import bytecode_layer, entry_sources, modules_under, wheel_sources
+    from .bytecode import bytecode_layer, entry_sources, wheel_sources
     from .install import PYC_FORMAT
 
     search = [RUNTIME_DIR, CODE_DIR, target.site_packages]
     own_files = entry_sources(own)
-    roots = sorted(
-        set(modules_under(own_files, RUNTIME_DIR))
-        | set(modules_under(own_files, CODE_DIR))
-        | set(imports)
-        | set(STARTUP_IMPORTS)
-    )
+    roots = _startup_roots(own_files, imports)
     code_hash = _entries_key(own, compression)
     key = memo_key(
         "bytecode",
@@ -467,7 +503,6 @@ def build(
     targets = _targets(bases, python, python_path, libc, gpu)
 
     all_reqs = reqs + runtime_requirements()
-    locks = _locks(all_reqs, list(targets.values()), lock, offline)
 
     import json as _json
     from concurrent.futures import ThreadPoolExecutor
@@ -493,6 +528,13 @@ def build(
     pool = CompilePool()
     side = ThreadPoolExecutor(1, thread_name_prefix="ociforge-bytecode")
     try:
+        warm = _prewarm(targets, bytecode, runtime_entries + code_entries, imports, pool)
+        try:
+            locks = _locks(all_reqs, list(targets.values()), lock, offline)
+        finally:
+            pool.stop_optional()
+            if warm is not None:
+                warm.join()
         for p, target in targets.items():
             base_img, base_name = bases[p]
             wheel_files = fetch(locks[target], offline=offline)

@@ -129,3 +129,39 @@ def test_compile_all_keeps_order():
     assert [name for name, _ in out] == [name for name, _ in items]
     assert out[-1][1] is None and all(pyc for _, pyc in out[:-1])
     assert out[3][1] == compile_module(b"X = 3\n", "/m3.py")[0]
+
+
+def test_prewarm_from_the_host_changes_nothing_but_the_work(tmp_path, monkeypatch):
+    """Compiling the installed copies while resolving: a module whose wheel bytes match is not
+    compiled again; one that differs is compiled from the wheel; the output is the same."""
+    host = tmp_path / "host-site"
+    (host / "pkg").mkdir(parents=True)
+    (host / "pkg" / "__init__.py").write_text("from . import same, changed\n")
+    (host / "pkg" / "same.py").write_text("X = 1\n")
+    (host / "pkg" / "changed.py").write_text("Y = 'host version'\n")
+    monkeypatch.setattr(bytecode, "host_site_dirs", lambda: [str(host)])
+    image = _files(
+        {
+            f"{SP}/pkg/__init__.py": "from . import same, changed\n",
+            f"{SP}/pkg/same.py": "X = 1\n",
+            f"{SP}/pkg/changed.py": "Y = 'wheel version'\n",
+        }
+    )
+    with bytecode.CompilePool(2) as pool:
+        expected = bytecode.startup_bytecode(image, [SP], ["pkg"], pool)
+
+    compiled = []
+    real = bytecode.CompilePool._in_worker
+    monkeypatch.setattr(
+        bytecode.CompilePool,
+        "_in_worker",
+        lambda self, name, src: compiled.append((name, src)) or real(self, name, src),
+    )
+    with bytecode.CompilePool(2) as pool:
+        bytecode.prewarm({}, [SP], SP, ["pkg"], pool)
+        assert len(compiled) == 3  # the host's three modules
+        pool.stop_optional()
+        compiled.clear()
+        got = bytecode.startup_bytecode(image, [SP], ["pkg"], pool)
+    assert got == expected
+    assert compiled == [(f"/{SP}/pkg/changed.py", b"Y = 'wheel version'\n")]
