@@ -83,6 +83,10 @@ class CompilePool:
     def stop_optional(self) -> None:
         self._optional_off.set()
 
+    def optional_stopped(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for :meth:`stop_optional`; whether it came."""
+        return self._optional_off.wait(timeout)
+
     def compile(
         self, filename: str, source: bytes, optional: bool = False
     ) -> tuple[bytes | None, list]:
@@ -298,12 +302,18 @@ def prewarm(
     site_packages: str,
     roots: Iterable[str],
     pool: CompilePool,
+    delay: float = 0.25,
 ) -> None:
     """Compile, as optional work, the startup closure over this Python's own installed packages,
     while the build waits on the network (resolving): the pool remembers results by the source's
     sha256 and file name, so every module whose wheel holds the same bytes as the installed one
     (the usual case: ``requirements="auto"`` pins the installed versions) is not compiled again.
-    The output cannot depend on it: a module that differs is simply compiled from the wheel."""
+    The output cannot depend on it: a module that differs is simply compiled from the wheel.
+
+    It starts only after ``delay`` seconds without :meth:`CompilePool.stop_optional`: a rebuild
+    whose resolution is remembered has no wait to fill, and would only pay for the head start."""
+    if pool.optional_stopped(delay):
+        return
     files = ChainMap(dict(own), HostTree(site_packages, host_site_dirs()))
     try:
         startup_bytecode(files, search_path, roots, pool, optional=True)

@@ -158,10 +158,16 @@ def test_prewarm_from_the_host_changes_nothing_but_the_work(tmp_path, monkeypatc
         lambda self, name, src: compiled.append((name, src)) or real(self, name, src),
     )
     with bytecode.CompilePool(2) as pool:
-        bytecode.prewarm({}, [SP], SP, ["pkg"], pool)
+        bytecode.prewarm({}, [SP], SP, ["pkg"], pool, delay=0)
         assert len(compiled) == 3  # the host's three modules
         pool.stop_optional()
         compiled.clear()
         got = bytecode.startup_bytecode(image, [SP], ["pkg"], pool)
     assert got == expected
     assert compiled == [(f"/{SP}/pkg/changed.py", b"Y = 'wheel version'\n")]
+    # a build whose resolution was quick (remembered) stops it before it starts
+    compiled.clear()
+    with bytecode.CompilePool(2) as pool:
+        pool.stop_optional()
+        bytecode.prewarm({}, [SP], SP, ["pkg"], pool)
+    assert compiled == []
