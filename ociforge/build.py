@@ -29,7 +29,7 @@ from .blobstore import BlobStore, default_cache_dir
 from .errors import InvalidInput, OciforgeError
 from .image import ConfigChanges, Image, ImageIndex, append, make_index, store_source
 from .layer import Entry, Layer, entries_from_tree, image_path, source_date_epoch, write_layer
-from .layercache import memo_key, memoized
+from .layercache import lookup, memo_key, memoized
 from .manifest import rfc3339
 from .platform import Platform, parse_platforms
 
@@ -333,8 +333,6 @@ def _bytecode_layer(
         source_date_epoch(),
         f"{sys.version} {PYC_FORMAT}",
     )
-    from .layercache import lookup
-
     if (known := lookup(store, key)) is not None:
         return known  # a rebuild opens no wheel
     with ExitStack() as stack:

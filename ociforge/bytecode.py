@@ -115,7 +115,10 @@ class CompilePool:
             (n,) = struct.unpack(">I", _pycworker._read(proc.stdout, 4))
             result = pickle.loads(_pycworker._read(proc.stdout, n))
         except (OSError, EOFError, struct.error, pickle.UnpicklingError):
+            # sys.executable is not a Python that runs the worker (an embedding host): compile
+            # here from now on rather than start another process for every module
             proc.kill()
+            self._broken = True
             return _pycworker.compile_module(source, filename)
         with self._lock:
             self._idle.append(proc)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 
+import pytest
+
 from ociforge import bytecode
 from ociforge._pycworker import compile_module, imports_of
 from ociforge.blobstore import BlobStore
@@ -100,15 +102,19 @@ def test_search_path_order_and_packages_first():
     ]
 
 
-def test_pool_without_workers_compiles_the_same(monkeypatch):
-    """A Python whose executable cannot be started (embedded) compiles in process instead."""
-    files = _files({"p/a.py": "import b\nVALUE = [1, 2, 3]\n", "p/b.py": "B = 'b'\n"})
+@pytest.mark.parametrize("executable", ["/nonexistent/python", "/bin/true"])
+def test_pool_without_workers_compiles_the_same(monkeypatch, executable):
+    """Where sys.executable cannot run the worker (missing, or an embedding host that is not a
+    Python) the modules are compiled in process, and no process is started per module."""
+    files = _files({f"p/m{i}.py": f"import m{i + 1}\nV = {i}\n" for i in range(6)})
     with bytecode.CompilePool(2) as pool:
-        expected = bytecode.startup_bytecode(files, ["p"], ["a"], pool)
-    monkeypatch.setattr(sys, "executable", "/nonexistent/python")
+        expected = bytecode.startup_bytecode(files, ["p"], ["m0"], pool)
+    monkeypatch.setattr(sys, "executable", executable)
     with bytecode.CompilePool(2) as pool:
-        got = bytecode.startup_bytecode(files, ["p"], ["a"], pool)
-    assert got == expected and len(got) == 2
+        got = bytecode.startup_bytecode(files, ["p"], ["m0"], pool)
+        started = len(pool._all)
+    assert got == expected and len(got) == 6
+    assert started <= 2
 
 
 def test_layer_is_remembered(tmp_path):
