@@ -117,7 +117,7 @@ def compile_module(source: bytes, filename: str) -> tuple[bytes | None, list]:
     return pyc, imports_of(code)
 
 
-def _read(stream, n: int) -> bytes:
+def read_exact(stream, n: int) -> bytes:
     buf = b""
     while len(buf) < n:
         chunk = stream.read(n - len(buf))
@@ -133,10 +133,10 @@ def serve(inp=None, out=None) -> None:
     out = out or sys.stdout.buffer
     while True:
         try:
-            (n,) = struct.unpack(">I", _read(inp, 4))
+            (n,) = struct.unpack(">I", read_exact(inp, 4))
         except EOFError:
             return
-        filename, source = pickle.loads(_read(inp, n))
+        filename, source = pickle.loads(read_exact(inp, n))
         reply = pickle.dumps(compile_module(source, filename), protocol=pickle.HIGHEST_PROTOCOL)
         out.write(struct.pack(">I", len(reply)) + reply)
         out.flush()

@@ -504,11 +504,8 @@ def _bytecode_layer(recipe: Recipe, pkg_layer: Layer, store: BlobStore, epoch: i
 
     from .install import PYC_FORMAT
 
-    if (
-        not recipe.python_version
-        or f"{sys.version_info[0]}.{sys.version_info[1]}" != recipe.python_version
-    ):
-        return None
+    if not _bytecode_identity(recipe):
+        return None  # this Python cannot write the recipe Python's .pyc
     roots = (f"usr/lib/python{recipe.python_version}/", "usr/lib/python3/dist-packages/")
 
     def make() -> Layer:

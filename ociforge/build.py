@@ -29,7 +29,7 @@ from .blobstore import BlobStore, default_cache_dir
 from .errors import InvalidInput, OciforgeError
 from .image import ConfigChanges, Image, ImageIndex, append, make_index, store_source
 from .layer import Entry, Layer, entries_from_tree, image_path, source_date_epoch, write_layer
-from .layercache import lookup, memo_key, memoized
+from .layercache import memo_key, memoized
 from .manifest import rfc3339
 from .platform import Platform, parse_platforms
 
@@ -273,27 +273,25 @@ def _startup_roots(own_files, imports: list[str]) -> list[str]:
     )
 
 
-def _prewarm(targets: dict, bytecode, own: list[Entry], imports: list[str], pool):
+def _search_path(target) -> list[str]:
+    """The image's PYTHONPATH, where its modules are found (also its ``PYTHONPATH`` env)."""
+    return [RUNTIME_DIR, CODE_DIR, target.site_packages]
+
+
+def _prewarm(targets: dict, bytecode, own_files, roots: list[str], pool):
     """A thread compiling the startup closure from this Python's installed packages while the
     requirements resolve (:func:`ociforge.bytecode.prewarm`); None when nothing will compile."""
     import threading
 
-    from .bytecode import entry_sources, prewarm
+    from .bytecode import prewarm
     from .install import can_compile_for
 
     target = next((t for t in targets.values() if can_compile_for(t)), None)
     if target is None or bytecode is False:
         return None
-    own_files = entry_sources(own)
     thread = threading.Thread(
         target=prewarm,
-        args=(
-            own_files,
-            [RUNTIME_DIR, CODE_DIR, target.site_packages],
-            target.site_packages,
-            _startup_roots(own_files, imports),
-            pool,
-        ),
+        args=(own_files, _search_path(target), target.site_packages, roots, pool),
         name="ociforge-prewarm",
         daemon=True,
     )
@@ -305,24 +303,23 @@ def _bytecode_layer(
     target,
     lock,
     wheel_files: list[Path],
-    own: list[Entry],
-    imports: list[str],
+    own_files,
+    roots: list[str],
+    code_hash: str,
     store: BlobStore,
     compression: str,
     pool,
 ) -> Layer | None:
     """The .pyc of what the image imports when it starts (:mod:`ociforge.bytecode`), over the
-    wheels, the runtime and the user's code, on the image's own PYTHONPATH."""
+    wheels, the runtime and the user's code (``own_files``, whose content ``code_hash`` keys),
+    on the image's own PYTHONPATH."""
     import zipfile
     from contextlib import ExitStack
 
-    from .bytecode import bytecode_layer, entry_sources, wheel_sources
+    from .bytecode import bytecode_layer, wheel_sources
     from .install import PYC_FORMAT
 
-    search = [RUNTIME_DIR, CODE_DIR, target.site_packages]
-    own_files = entry_sources(own)
-    roots = _startup_roots(own_files, imports)
-    code_hash = _entries_key(own, compression)
+    search = _search_path(target)
     key = memo_key(
         "bytecode",
         sorted(w.sha256 for w in lock.packages),
@@ -333,15 +330,17 @@ def _bytecode_layer(
         source_date_epoch(),
         f"{sys.version} {PYC_FORMAT}",
     )
-    if (known := lookup(store, key)) is not None:
-        return known  # a rebuild opens no wheel
-    with ExitStack() as stack:
-        files: dict = {}
-        for path in wheel_files:
-            zf = stack.enter_context(zipfile.ZipFile(path))
-            files.update(wheel_sources(Path(path), target.site_packages, zf))
-        files.update(own_files)
-        return bytecode_layer(files, search, roots, store, compression, key=key, pool=pool)
+
+    def make() -> Layer | None:  # only on a miss: a rebuild opens no wheel
+        with ExitStack() as stack:
+            files: dict = {}
+            for path in wheel_files:
+                zf = stack.enter_context(zipfile.ZipFile(path))
+                files.update(wheel_sources(Path(path), target.site_packages, zf))
+            files.update(own_files)
+            return bytecode_layer(files, search, roots, store, compression, pool=pool)
+
+    return memoized(store, key, make)
 
 
 def _artifact_layers(
@@ -505,7 +504,7 @@ def build(
     import json as _json
     from concurrent.futures import ThreadPoolExecutor
 
-    from .bytecode import CompilePool
+    from .bytecode import CompilePool, entry_sources
     from .install import can_compile_for, wheel_layers
     from .wheelcache import fetch
 
@@ -523,10 +522,14 @@ def build(
     imports = (_json.loads(pkg["model.json"]).get("build") or {}).get("imports") or []
     labels_ = _labels(card, name, version, labels)
     images, layer_report = [], {}
+    own = runtime_entries + code_entries
+    own_files = entry_sources(own)
+    roots = _startup_roots(own_files, imports)
+    code_hash = _entries_key(own, compression)
     pool = CompilePool()
     side = ThreadPoolExecutor(1, thread_name_prefix="ociforge-bytecode")
     try:
-        warm = _prewarm(targets, bytecode, runtime_entries + code_entries, imports, pool)
+        warm = _prewarm(targets, bytecode, own_files, roots, pool)
         try:
             locks = _locks(all_reqs, list(targets.values()), lock, offline)
         finally:
@@ -549,8 +552,9 @@ def build(
                     target,
                     locks[target],
                     wheel_files,
-                    runtime_entries + code_entries,
-                    imports,
+                    own_files,
+                    roots,
+                    code_hash,
                     store,
                     compression,
                     pool,
@@ -574,7 +578,7 @@ def build(
             named.extend((f"artifact {rel}", layer) for rel, layer in artifacts)
             named.append(("model", model_layer))
             env = {
-                "PYTHONPATH": ":".join([RUNTIME_DIR, CODE_DIR, target.site_packages]),
+                "PYTHONPATH": ":".join(_search_path(target)),
                 "PATH": f"{target.bin_dir}:"
                 + base_img.config.config.env_dict().get(
                     "PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"

@@ -46,7 +46,7 @@ from pathlib import Path
 
 from . import _pycworker
 from .layer import Entry, Layer, image_path, write_layer
-from .layercache import lookup, remember
+from .layercache import memoized
 
 Source = Callable[[], bytes]  # reads one .py file's bytes when it is needed
 
@@ -112,8 +112,8 @@ class CompilePool:
             req = pickle.dumps((filename, source), protocol=pickle.HIGHEST_PROTOCOL)
             proc.stdin.write(struct.pack(">I", len(req)) + req)
             proc.stdin.flush()
-            (n,) = struct.unpack(">I", _pycworker._read(proc.stdout, 4))
-            result = pickle.loads(_pycworker._read(proc.stdout, n))
+            (n,) = struct.unpack(">I", _pycworker.read_exact(proc.stdout, 4))
+            result = pickle.loads(_pycworker.read_exact(proc.stdout, n))
         except (OSError, EOFError, struct.error, pickle.UnpicklingError):
             # sys.executable is not a Python that runs the worker (an embedding host): compile
             # here from now on rather than start another process for every module
@@ -398,11 +398,4 @@ def bytecode_layer(
             [Entry.file(path, data) for path, data in pycs.items()], store, compression
         )
 
-    if key is None:
-        return make()
-    layer = lookup(store, key)
-    if layer is None:
-        layer = make()
-        if layer is not None:
-            remember(store, key, layer)
-    return layer
+    return make() if key is None else memoized(store, key, make)

@@ -47,6 +47,7 @@ from installer.utils import construct_record_file, copyfileobj_with_hashing, fix
 
 from ._pycworker import compile_module
 from .blobstore import BlobStore
+from .bytecode import pyc_path
 from .errors import InvalidInput
 from .layer import Entry, Layer, image_path, source_date_epoch, write_layer
 from .layercache import memo_key, memoized
@@ -186,8 +187,7 @@ class LayerDestination(WheelDestination):
         pyc = compile_pyc(source, "/" + dest)
         if pyc is None:
             return  # pip skips files that do not compile for this version too
-        head, tail = posixpath.split(path)
-        rel = posixpath.join(head, "__pycache__", f"{tail[:-3]}.{sys.implementation.cache_tag}.pyc")
+        rel = pyc_path(path)
         hash_, size = copyfileobj_with_hashing(io.BytesIO(pyc), _Null(), "sha256")
         self.entries.append(Entry.file(self._dest(scheme, rel), pyc, 0o644))
         self._pycs.append((scheme, RecordEntry(rel, Hash("sha256", hash_), size)))
@@ -321,7 +321,7 @@ def wheel_layers(
         raise InvalidInput("wheel_layers needs a blob store to write the layers into")
     files = list(paths) if paths is not None else fetch(lock, cache, offline=offline)
     by_sha = {w.sha256: Path(p) for w, p in zip(lock.packages, files, strict=True)}
-    compile_pyc = bool(bytecode)
+    with_pyc = bool(bytecode)
 
     def one(group: WheelGroup) -> Layer:
         names = ",".join(f"{w.name}=={w.version}" for w in group.wheels)
@@ -336,8 +336,8 @@ def wheel_layers(
             where,
             compression,
             source_date_epoch(),
-            bool(compile_pyc),
-            f"{sys.version} {PYC_FORMAT}" if compile_pyc else "",
+            with_pyc,
+            f"{sys.version} {PYC_FORMAT}" if with_pyc else "",
         )
         return memoized(
             store,

@@ -411,8 +411,9 @@ class _TarSink:
         self._buf += data
         if len(self._buf) >= self.CHUNK:
             full = len(self._buf) - len(self._buf) % self.CHUNK
-            for i in range(0, full, self.CHUNK):
-                self._put(bytes(self._buf[i : i + self.CHUNK]))
+            with memoryview(self._buf) as view:  # one copy per chunk, released before the del
+                for i in range(0, full, self.CHUNK):
+                    self._put(bytes(view[i : i + self.CHUNK]))
             del self._buf[:full]
         return len(data)
 

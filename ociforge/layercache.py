@@ -56,10 +56,12 @@ def remember(store: BlobStore, key: str, layer: Layer) -> None:
     atomic_write(_path(store, key), canonical_json(record), mkdir=True)
 
 
-def memoized(store: BlobStore, key: str, make: Callable[[], Layer]) -> Layer:
-    """The remembered layer for ``key``, or ``make()``'s, remembered for next time."""
+def memoized(store: BlobStore, key: str, make: Callable[[], Layer | None]) -> Layer | None:
+    """The remembered layer for ``key``, or ``make()``'s, remembered for next time (``make``
+    may return None when there is nothing to write: nothing is remembered then)."""
     layer = lookup(store, key)
     if layer is None:
         layer = make()
-        remember(store, key, layer)
+        if layer is not None:
+            remember(store, key, layer)
     return layer
