@@ -278,9 +278,11 @@ def _search_path(target) -> list[str]:
     return [RUNTIME_DIR, CODE_DIR, target.site_packages]
 
 
-def _prewarm(targets: dict, bytecode, own_files, roots: list[str], pool):
+def _prewarm(targets: dict, bytecode, own_files, roots: list[str], pool, resolves: bool):
     """A thread compiling the startup closure from this Python's installed packages while the
-    requirements resolve (:func:`ociforge.bytecode.prewarm`); None when nothing will compile."""
+    requirements resolve (:func:`ociforge.bytecode.prewarm`); None when nothing will compile.
+    It starts at once when the resolution goes to the network (``resolves``), else only if the
+    lookup takes longer than a moment."""
     import threading
 
     from .bytecode import prewarm
@@ -292,6 +294,7 @@ def _prewarm(targets: dict, bytecode, own_files, roots: list[str], pool):
     thread = threading.Thread(
         target=prewarm,
         args=(own_files, _search_path(target), target.site_packages, roots, pool),
+        kwargs={"delay": 0.0 if resolves else 0.25},
         name="ociforge-prewarm",
         daemon=True,
     )
@@ -313,11 +316,11 @@ def _bytecode_layer(
     """The .pyc of what the image imports when it starts (:mod:`ociforge.bytecode`), over the
     wheels, the runtime and the user's code (``own_files``, whose content ``code_hash`` keys),
     on the image's own PYTHONPATH."""
-    import zipfile
     from contextlib import ExitStack
 
     from .bytecode import bytecode_layer, wheel_sources
     from .install import PYC_FORMAT
+    from .wheelzip import WheelZip
 
     search = _search_path(target)
     key = memo_key(
@@ -335,7 +338,7 @@ def _bytecode_layer(
         with ExitStack() as stack:
             files: dict = {}
             for path in wheel_files:
-                zf = stack.enter_context(zipfile.ZipFile(path))
+                zf = stack.enter_context(WheelZip(path))
                 files.update(wheel_sources(Path(path), target.site_packages, zf))
             files.update(own_files)
             return bytecode_layer(files, search, roots, store, compression, pool=pool)
@@ -529,16 +532,19 @@ def build(
     pool = CompilePool()
     side = ThreadPoolExecutor(1, thread_name_prefix="ociforge-bytecode")
     try:
-        warm = _prewarm(targets, bytecode, own_files, roots, pool)
+        resolves = _resolves(all_reqs, list(targets.values()), lock, offline)
+        warm = _prewarm(targets, bytecode, own_files, roots, pool, resolves)
         try:
             locks = _locks(all_reqs, list(targets.values()), lock, offline)
+            # downloading waits on the network too: the head start goes on meanwhile
+            fetched = {t: fetch(locks[t], offline=offline) for t in targets.values()}
         finally:
             pool.stop_optional()
             if warm is not None:
                 warm.join()
         for p, target in targets.items():
             base_img, base_name = bases[p]
-            wheel_files = fetch(locks[target], offline=offline)
+            wheel_files = fetched[target]
             compile_ = can_compile_for(target) if bytecode is None else bytecode
             if compile_ and not can_compile_for(target):
                 raise BuildError(
@@ -641,6 +647,21 @@ def build(
     )
 
 
+# A build shows no requested_by: it skips the second uv run that finds them (resolve.annotate).
+_RESOLVE = {"annotate": False}
+
+
+def _resolves(reqs: list[str], targets: list, lock_path, offline: bool) -> bool:
+    """Whether :func:`_locks` will wait on the network (uv): time the head start can use."""
+    from .resolve import ResolveOptions, remembered
+
+    return (
+        lock_path is None
+        and not offline
+        and not remembered(reqs, targets, ResolveOptions(**_RESOLVE))
+    )
+
+
 def _locks(reqs: list[str], targets: list, lock_path, offline: bool) -> dict:
     from .lock import find_lock, read_lockfile
 
@@ -652,6 +673,6 @@ def _locks(reqs: list[str], targets: list, lock_path, offline: bool) -> dict:
             "offline=True needs a lock file: run `ociforge fetch` (or `ociforge lock`) on a "
             "connected machine and pass its lock"
         )
-    from .resolve import resolve
+    from .resolve import ResolveOptions, resolve
 
-    return resolve(reqs, targets)
+    return resolve(reqs, targets, ResolveOptions(**_RESOLVE))

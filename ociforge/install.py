@@ -53,6 +53,7 @@ from .layer import Entry, Layer, image_path, source_date_epoch, write_layer
 from .layercache import memo_key, memoized
 from .lock import Lock, LockedWheel
 from .target import Target
+from .wheelzip import SharedZip, WheelZip
 
 INSTALLER_NAME = b"ociforge\n"
 BIG_WHEEL = 10 << 20  # wheels this large (compressed) get a layer of their own
@@ -88,37 +89,12 @@ def can_compile_for(target: Target) -> bool:
     )
 
 
-class _MemberOpener:
-    """Re-opens one zip member while a layer is written (the zip is closed afterwards)."""
-
-    def __init__(self, wheel: Path, member: str) -> None:
-        self.wheel, self.member = wheel, member
-        self._zf: zipfile.ZipFile | None = None
-
-    def __call__(self):
-        self._zf = zipfile.ZipFile(self.wheel)
-        return _ClosingMember(self._zf, self._zf.open(self.member))
-
-
-class _ClosingMember:
-    def __init__(self, zf: zipfile.ZipFile, f) -> None:
-        self._zf, self._f = zf, f
-
-    def read(self, n: int = -1) -> bytes:
-        return self._f.read(n)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._f.close()
-        self._zf.close()
-
-
 class LayerDestination(WheelDestination):
     """An ``installer`` destination that yields layer entries at the target's paths."""
 
-    def __init__(self, target: Target, wheel: Path, dist: str, bytecode: bool) -> None:
+    def __init__(
+        self, target: Target, wheel: Path, dist: str, bytecode: bool, zf: zipfile.ZipFile
+    ) -> None:
         py = f"python{target.version_tuple[0]}.{target.version_tuple[1]}"
         self.schemes = {
             "purelib": image_path(target.site_packages),
@@ -132,7 +108,9 @@ class LayerDestination(WheelDestination):
         self.bytecode = bytecode
         self.entries: list[Entry] = []
         self._pycs: list[tuple[str, RecordEntry]] = []
-        self._zip: zipfile.ZipFile | None = None
+        self._zip = zf  # the wheel's open zip (installer reads it too)
+        self.large: list[str] = []  # members streamed again while the layer is written
+        self.shared: SharedZip | None = None
         self.record: dict[str, tuple[Hash, int]] = {}  # the wheel's RECORD, by member name
 
     def _dest(self, scheme: str, path: str) -> str:
@@ -160,8 +138,9 @@ class LayerDestination(WheelDestination):
                 hash_ = known[0].value
             else:
                 hash_, size = copyfileobj_with_hashing(stream, _Null(), "sha256")
+            self.large.append(member)
             self.entries.append(
-                Entry(dest, "file", mode, size=size, opener=_MemberOpener(self.wheel, member))
+                Entry(dest, "file", mode, size=size, opener=self._open_later(member))
             )
             return RecordEntry(path, Hash("sha256", hash_), size)
         data = stream.read()
@@ -170,9 +149,10 @@ class LayerDestination(WheelDestination):
             self._compile(scheme, path, dest, data)
         return record
 
+    def _open_later(self, member: str):
+        return lambda: self.shared.open(member)  # set by install_entries once installed
+
     def _member_size(self, member: str) -> int:
-        if self._zip is None:
-            self._zip = zipfile.ZipFile(self.wheel)
         try:
             return self._zip.getinfo(member).file_size
         except KeyError:
@@ -238,15 +218,20 @@ def install_entries(wheel: str | Path, target: Target, bytecode: bool | None = N
             f"{sys.version_info[0]}.{sys.version_info[1]}; build without bytecode"
         )
     try:
-        with WheelFile.open(wheel) as source:
+        zf = WheelZip(wheel)
+        try:
+            source = WheelFile(zf)
             source.validate_record(validate_contents=False)
-            dest = LayerDestination(target, wheel, source.distribution, bytecode)
+            dest = LayerDestination(target, wheel, source.distribution, bytecode, zf)
             dest.record = _wheel_record(source)
-            try:
-                _install(source, dest, {"INSTALLER": INSTALLER_NAME})
-            finally:
-                if dest._zip is not None:
-                    dest._zip.close()
+            _install(source, dest, {"INSTALLER": INSTALLER_NAME})
+        except BaseException:
+            zf.close()
+            raise
+        if dest.large:  # the large members are read from this zip again, then it is closed
+            dest.shared = SharedZip(wheel, zf, len(dest.large))
+        else:
+            zf.close()
     except (InstallerError, zipfile.BadZipFile, ValueError, KeyError) as e:
         if isinstance(e, InvalidInput):
             raise

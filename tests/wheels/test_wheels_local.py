@@ -15,7 +15,7 @@ from ociforge.blobstore import BlobStore
 from ociforge.errors import NotFound
 from ociforge.install import install_entries, wheel_layers
 from ociforge.lock import dumps, loads, read_lockfile
-from ociforge.resolve import NoWheel, resolve
+from ociforge.resolve import IndexSettings, NoWheel, resolve
 from ociforge.target import debian_target
 from ociforge.wheelcache import WheelCache, fetch
 
@@ -205,7 +205,9 @@ def test_resolution_is_reused_within_its_ttl(tmp_path, monkeypatch):
         index=resolve_mod.IndexSettings(no_index=True, find_links=[str(links)]),
     )
     target = Target.make("linux/arm64")
+    assert not resolve_mod.remembered(["ttl-demo"], [target], opts)
     first = resolve_mod.resolve(["ttl-demo"], [target], opts)[target]
+    assert resolve_mod.remembered(["ttl-demo"], [target], opts)
     make_wheel(links, "ttl-demo", "2.0")  # a newer release appears
     calls = []
     real = resolve_mod.resolve_one
@@ -215,6 +217,7 @@ def test_resolution_is_reused_within_its_ttl(tmp_path, monkeypatch):
     again = resolve_mod.resolve(["ttl-demo"], [target], opts)[target]
     assert calls == [] and again.packages[0].version == first.packages[0].version == "1.0"
     monkeypatch.setenv("OCIFORGE_RESOLVE_TTL", "0")
+    assert not resolve_mod.remembered(["ttl-demo"], [target], opts)
     fresh = resolve_mod.resolve(["ttl-demo"], [target], opts)[target]
     assert calls == [1] and fresh.packages[0].version == "2.0"
 
@@ -245,3 +248,37 @@ def test_pyc_bytes_do_not_depend_on_the_process(tmp_path):
     ]
     assert out[0] == out[1] and len(out[0].strip()) == 64
     del _json
+
+
+def test_unannotated_resolution_same_wheels_and_still_names_parents(tmp_path, monkeypatch):
+    """annotate=False (what a build asks for) skips the second uv run: the same wheels, no
+    requested_by; a wrong-variant problem is still explained with who pulled the library in."""
+    from dataclasses import replace
+
+    from ociforge.resolve import ResolutionError, ResolveOptions, remembered
+    from tests.wheels.wheelmaker import make_wheel
+
+    monkeypatch.setenv("OCIFORGE_CACHE", str(tmp_path / "cache"))
+    links = tmp_path / "links"
+    links.mkdir()
+    make_wheel(links, "helper", "1.0")
+    make_wheel(links, "top", "1.0", requires=("helper",))
+    make_wheel(links, "gpu-thing", "2.0", requires=("nvidia-cublas-cu12",))
+    make_wheel(links, "nvidia-cublas-cu12", "12.4.5")
+    opts = ResolveOptions(
+        IndexSettings(no_index=True, find_links=[str(links)]), use_pip_config=False
+    )
+    plain = replace(opts, annotate=False)
+
+    full = resolve(["top"], [AMD], opts)[AMD]
+    assert not remembered(["top"], [AMD], plain)  # a memo of its own: it holds less
+    bare = resolve(["top"], [AMD], plain)[AMD]
+    assert [(w.filename, w.sha256) for w in bare.packages] == [
+        (w.filename, w.sha256) for w in full.packages
+    ]
+    assert full.get("helper").requested_by == ("top",)
+    assert all(w.requested_by == () for w in bare.packages)
+    with pytest.raises(ResolutionError) as e:
+        resolve(["gpu-thing"], [AMD], plain)
+    assert "gpu-thing 2.0 is a CUDA build here" in str(e.value)
+    assert "nvidia-cublas-cu12" in str(e.value)
