@@ -25,7 +25,11 @@ Compiling runs in ``python -I -S`` worker processes (one per CPU; :mod:`ociforge
 While the build waits on the network to resolve, :func:`prewarm` compiles the same closure from
 this Python's installed copies of the packages; results are remembered by the source's sha256,
 so the wheels' identical files are not compiled again (measured: 919 of 955 modules of the
-example), and those that differ are compiled from the wheel.
+example), and those that differ are compiled from the wheel. An installed module whose own
+``__pycache__`` .pyc Python would load is not even compiled: that code object, renamed to the
+image path and marshalled in format 2, is byte for byte the compiler's output
+(:func:`ociforge._pycworker.from_cache`; about 7 times cheaper). The example's head start went
+from 2.4 s of both cores to 1 s of one.
 """
 
 from __future__ import annotations
@@ -75,10 +79,14 @@ class CompilePool:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def submit(self, filename: str, source: bytes, optional: bool = False) -> Future:
+    def submit(
+        self, filename: str, source: bytes, optional: bool = False, path: str | None = None
+    ) -> Future:
         """A future of ``(pyc or None, imports)`` for ``source`` compiled as ``filename``.
-        ``optional`` work (see :func:`prewarm`) is skipped once :meth:`stop_optional` is called."""
-        return self._threads.submit(self.compile, filename, source, optional)
+        ``optional`` work (see :func:`prewarm`) is skipped once :meth:`stop_optional` is called.
+        ``path`` is where this Python has the source installed: its own ``__pycache__`` .pyc is
+        used when Python would load it (:func:`ociforge._pycworker.from_cache`)."""
+        return self._threads.submit(self.compile, filename, source, optional, path)
 
     def stop_optional(self) -> None:
         self._optional_off.set()
@@ -88,7 +96,7 @@ class CompilePool:
         return self._optional_off.wait(timeout)
 
     def compile(
-        self, filename: str, source: bytes, optional: bool = False
+        self, filename: str, source: bytes, optional: bool = False, path: str | None = None
     ) -> tuple[bytes | None, list]:
         key = (hashlib.sha256(source).digest(), filename)
         with self._lock:
@@ -97,7 +105,9 @@ class CompilePool:
             return hit
         if optional and self._optional_off.is_set():
             return None, []  # not remembered: it was not compiled
-        result = self._in_worker(filename, source)
+        result = (path and _pycworker.from_cache(source, filename, path)) or self._in_worker(
+            filename, source
+        )
         with self._lock:
             self._done[key] = result
         return result
@@ -239,7 +249,8 @@ def startup_bytecode(
             if found is None:
                 continue
             path, is_package = found
-            fut = pool.submit("/" + path, files[path](), optional)
+            read = files[path]
+            fut = pool.submit("/" + path, read(), optional, getattr(read, "host_path", None))
             fut.add_done_callback(lambda f, m=(name, path, is_package): done.put((f, m)))
             pending += 1
 
@@ -282,13 +293,23 @@ class HostTree(Mapping):
         full = self._host(path)
         if full is None:
             raise KeyError(path)
-        return lambda: Path(full).read_bytes()
+        return _HostSource(full)
 
     def __iter__(self):
         return iter(())  # only looked up, never listed
 
     def __len__(self) -> int:
         return 0
+
+
+class _HostSource:
+    """Reads an installed .py file; ``host_path`` lets the pool take Python's own .pyc of it."""
+
+    def __init__(self, host_path: str) -> None:
+        self.host_path = host_path
+
+    def __call__(self) -> bytes:
+        return Path(self.host_path).read_bytes()
 
 
 def host_site_dirs() -> list[str]:

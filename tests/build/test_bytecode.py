@@ -177,3 +177,83 @@ def test_prewarm_from_the_host_changes_nothing_but_the_work(tmp_path, monkeypatc
         pool.stop_optional()
         bytecode.prewarm({}, [SP], SP, ["pkg"], pool)
     assert compiled == []
+
+
+def test_host_pyc_gives_the_bytes_of_compiling(tmp_path):
+    """from_cache: the .pyc Python keeps beside an installed module, renamed and re-marshalled,
+    is byte for byte what compiling gives; it is used only where Python would load it."""
+    import os
+    import py_compile
+    import random
+    import sysconfig
+
+    from ociforge._pycworker import from_cache
+
+    # real modules with real __pycache__ entries: the standard library's and installed packages'
+    roots = [sysconfig.get_path("stdlib"), sysconfig.get_path("purelib")]
+    found = []
+    for root in roots:
+        for dirpath, _dirs, names in os.walk(root):
+            found += [os.path.join(dirpath, n) for n in names if n.endswith(".py")]
+    random.Random(7).shuffle(found)
+    checked = 0
+    for path in found:
+        with open(path, "rb") as f:
+            src = f.read()
+        got = from_cache(src, "/usr/lib/python3/x.py", path)
+        if got is None:
+            continue
+        assert got == compile_module(src, "/usr/lib/python3/x.py"), path
+        checked += 1
+        if checked == 150:
+            break
+    assert checked == 150
+
+    mod = tmp_path / "m.py"
+    mod.write_text("import os\nclass A:\n    def f(self):\n        return {'a', 'b', 'c'}\n")
+    src = mod.read_bytes()
+    assert from_cache(src, "/img/m.py", str(mod)) is None  # no .pyc yet
+    py_compile.compile(str(mod), doraise=True)  # a timestamp .pyc, as an import writes it
+    assert from_cache(src, "/img/m.py", str(mod)) == compile_module(src, "/img/m.py")
+    os.utime(mod, (1, 1))  # the source looks newer: Python would recompile, so do we
+    assert from_cache(src, "/img/m.py", str(mod)) is None
+    py_compile.compile(
+        str(mod), doraise=True, invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH
+    )
+    assert from_cache(src, "/img/m.py", str(mod)) == compile_module(src, "/img/m.py")
+    changed = src.replace(b"'c'", b"'d'")
+    assert from_cache(changed, "/img/m.py", str(mod)) is None  # hash-based: the hash decides
+    pyc = tmp_path / "__pycache__" / f"m.{sys.implementation.cache_tag}.pyc"
+    pyc.write_bytes(b"\0\0\0\0" + pyc.read_bytes()[4:])  # another Python's magic number
+    assert from_cache(src, "/img/m.py", str(mod)) is None
+
+
+def test_prewarm_takes_the_host_pycs(tmp_path, monkeypatch):
+    """With the host's __pycache__ in place the head start compiles nothing; the layer's
+    bytes are the same as compiling everything."""
+    import py_compile
+
+    host = tmp_path / "host-site"
+    (host / "pkg").mkdir(parents=True)
+    sources = {"__init__.py": "from . import a, b\n", "a.py": "A = [1]\n", "b.py": "B = {2}\n"}
+    for name, text in sources.items():
+        (host / "pkg" / name).write_text(text)
+        py_compile.compile(str(host / "pkg" / name), doraise=True)
+    monkeypatch.setattr(bytecode, "host_site_dirs", lambda: [str(host)])
+    image = _files({f"{SP}/pkg/{name}": text for name, text in sources.items()})
+    with bytecode.CompilePool(2) as pool:
+        expected = bytecode.startup_bytecode(image, [SP], ["pkg"], pool)
+
+    compiled = []
+    real = bytecode.CompilePool._in_worker
+    monkeypatch.setattr(
+        bytecode.CompilePool,
+        "_in_worker",
+        lambda self, name, src: compiled.append(name) or real(self, name, src),
+    )
+    with bytecode.CompilePool(2) as pool:
+        bytecode.prewarm({}, [SP], SP, ["pkg"], pool, delay=0)
+        pool.stop_optional()
+        got = bytecode.startup_bytecode(image, [SP], ["pkg"], pool)
+    assert compiled == []
+    assert got == expected and len(got) == 3
