@@ -647,19 +647,18 @@ def build(
     )
 
 
-# A build shows no requested_by: it skips the second uv run that finds them (resolve.annotate).
-_RESOLVE = {"annotate": False}
+def _resolve_options():
+    """A build shows no requested_by: it skips the second uv run that finds them."""
+    from .resolve import ResolveOptions
+
+    return ResolveOptions(annotate=False)
 
 
 def _resolves(reqs: list[str], targets: list, lock_path, offline: bool) -> bool:
     """Whether :func:`_locks` will wait on the network (uv): time the head start can use."""
-    from .resolve import ResolveOptions, remembered
+    from .resolve import remembered
 
-    return (
-        lock_path is None
-        and not offline
-        and not remembered(reqs, targets, ResolveOptions(**_RESOLVE))
-    )
+    return lock_path is None and not offline and not remembered(reqs, targets, _resolve_options())
 
 
 def _locks(reqs: list[str], targets: list, lock_path, offline: bool) -> dict:
@@ -673,6 +672,6 @@ def _locks(reqs: list[str], targets: list, lock_path, offline: bool) -> dict:
             "offline=True needs a lock file: run `ociforge fetch` (or `ociforge lock`) on a "
             "connected machine and pass its lock"
         )
-    from .resolve import ResolveOptions, resolve
+    from .resolve import resolve
 
-    return resolve(reqs, targets, ResolveOptions(**_RESOLVE))
+    return resolve(reqs, targets, _resolve_options())

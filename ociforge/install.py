@@ -109,8 +109,7 @@ class LayerDestination(WheelDestination):
         self.entries: list[Entry] = []
         self._pycs: list[tuple[str, RecordEntry]] = []
         self._zip = zf  # the wheel's open zip (installer reads it too)
-        self.large: list[str] = []  # members streamed again while the layer is written
-        self.shared: SharedZip | None = None
+        self.shared = SharedZip(wheel, zf)  # and the large members, again, as the layer is written
         self.record: dict[str, tuple[Hash, int]] = {}  # the wheel's RECORD, by member name
 
     def _dest(self, scheme: str, path: str) -> str:
@@ -138,9 +137,8 @@ class LayerDestination(WheelDestination):
                 hash_ = known[0].value
             else:
                 hash_, size = copyfileobj_with_hashing(stream, _Null(), "sha256")
-            self.large.append(member)
             self.entries.append(
-                Entry(dest, "file", mode, size=size, opener=self._open_later(member))
+                Entry(dest, "file", mode, size=size, opener=self.shared.later(member))
             )
             return RecordEntry(path, Hash("sha256", hash_), size)
         data = stream.read()
@@ -148,9 +146,6 @@ class LayerDestination(WheelDestination):
         if self.bytecode and scheme in ("purelib", "platlib") and path.endswith(".py"):
             self._compile(scheme, path, dest, data)
         return record
-
-    def _open_later(self, member: str):
-        return lambda: self.shared.open(member)  # set by install_entries once installed
 
     def _member_size(self, member: str) -> int:
         try:
@@ -228,9 +223,7 @@ def install_entries(wheel: str | Path, target: Target, bytecode: bool | None = N
         except BaseException:
             zf.close()
             raise
-        if dest.large:  # the large members are read from this zip again, then it is closed
-            dest.shared = SharedZip(wheel, zf, len(dest.large))
-        else:
+        if not dest.shared.waiting:  # else closed once the layer has read its large members
             zf.close()
     except (InstallerError, zipfile.BadZipFile, ValueError, KeyError) as e:
         if isinstance(e, InvalidInput):

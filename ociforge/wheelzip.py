@@ -43,15 +43,26 @@ class WheelZip(zipfile.ZipFile):
 
 
 class SharedZip:
-    """One :class:`WheelZip` for ``users`` large members streamed later, one at a time, closed
-    after the last of them is read (opened again if one is read once more; a layer that fails
-    before the end leaves it to be closed when collected)."""
+    """A wheel's open zip, kept for the large members a layer streams later, one at a time:
+    each :meth:`later` is one read to come; the zip is closed after the last of them (opened
+    again if one is read once more; a layer that fails before the end leaves it to be closed
+    when collected)."""
 
-    def __init__(self, path: str | os.PathLike, zf: zipfile.ZipFile | None, users: int) -> None:
+    def __init__(self, path: str | os.PathLike, zf: zipfile.ZipFile | None) -> None:
         self._path = path
         self._zf = zf
-        self._left = users
+        self._left = 0
         self._open = 0
+
+    @property
+    def waiting(self) -> int:
+        """Reads still to come."""
+        return self._left
+
+    def later(self, member: str):
+        """An opener of ``member`` for :class:`ociforge.layer.Entry`, counted as one read to come."""
+        self._left += 1
+        return lambda: self.open(member)
 
     def open(self, member: str) -> _Member:
         if self._zf is None:

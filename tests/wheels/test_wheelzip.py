@@ -45,12 +45,14 @@ def test_shared_zip_closes_after_the_last_member_and_reopens(tmp_path):
     path = tmp_path / "w.whl"
     make_zip(path, {"one": b"1" * 5000, "two": b"2" * 5000})
     zf = WheelZip(path)
-    shared = SharedZip(path, zf, users=2)
-    with shared.open("one") as f:
+    shared = SharedZip(path, zf)
+    one, two = shared.later("one"), shared.later("two")
+    assert shared.waiting == 2
+    with one() as f:
         assert f.read() == b"1" * 5000
     assert zf.fp is not None  # one member still to come
-    with shared.open("two") as f:
+    with two() as f:
         assert f.read() == b"2" * 5000
-    assert zf.fp is None  # closed after the last
-    with shared.open("one") as f:  # read once more (a layer written again): opened again
+    assert zf.fp is None and shared.waiting == 0  # closed after the last
+    with one() as f:  # read once more (a layer written again): opened again
         assert f.read() == b"1" * 5000
