@@ -137,6 +137,18 @@ def test_compile_all_keeps_order():
     assert out[3][1] == compile_module(b"X = 3\n", "/m3.py")[0]
 
 
+def _record_compiles(monkeypatch) -> list:
+    """(file name, source) of every module a pool really compiles from now on."""
+    compiled: list = []
+    real = bytecode.CompilePool._in_worker
+    monkeypatch.setattr(
+        bytecode.CompilePool,
+        "_in_worker",
+        lambda self, name, src: compiled.append((name, src)) or real(self, name, src),
+    )
+    return compiled
+
+
 def test_prewarm_from_the_host_changes_nothing_but_the_work(tmp_path, monkeypatch):
     """Compiling the installed copies while resolving: a module whose wheel bytes match is not
     compiled again; one that differs is compiled from the wheel; the output is the same."""
@@ -156,13 +168,7 @@ def test_prewarm_from_the_host_changes_nothing_but_the_work(tmp_path, monkeypatc
     with bytecode.CompilePool(2) as pool:
         expected = bytecode.startup_bytecode(image, [SP], ["pkg"], pool)
 
-    compiled = []
-    real = bytecode.CompilePool._in_worker
-    monkeypatch.setattr(
-        bytecode.CompilePool,
-        "_in_worker",
-        lambda self, name, src: compiled.append((name, src)) or real(self, name, src),
-    )
+    compiled = _record_compiles(monkeypatch)
     with bytecode.CompilePool(2) as pool:
         bytecode.prewarm({}, [SP], SP, ["pkg"], pool, delay=0)
         assert len(compiled) == 3  # the host's three modules
@@ -244,13 +250,7 @@ def test_prewarm_takes_the_host_pycs(tmp_path, monkeypatch):
     with bytecode.CompilePool(2) as pool:
         expected = bytecode.startup_bytecode(image, [SP], ["pkg"], pool)
 
-    compiled = []
-    real = bytecode.CompilePool._in_worker
-    monkeypatch.setattr(
-        bytecode.CompilePool,
-        "_in_worker",
-        lambda self, name, src: compiled.append(name) or real(self, name, src),
-    )
+    compiled = _record_compiles(monkeypatch)
     with bytecode.CompilePool(2) as pool:
         bytecode.prewarm({}, [SP], SP, ["pkg"], pool, delay=0)
         pool.stop_optional()
