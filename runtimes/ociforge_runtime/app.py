@@ -77,6 +77,21 @@ class RequestObserver:
                 )
 
 
+class RuntimeFlask(Flask):
+    """Flask that notes the matched route template in the WSGI environ for ``RequestObserver``.
+
+    Done as the request is dispatched rather than in a ``before_request`` hook, which Flask
+    would run through ``ensure_sync`` and ``inspect`` on every request. A request that matched
+    no route (404, 405) is noted as ``<unmatched>``.
+    """
+
+    def dispatch_request(self) -> Any:
+        req = request._get_current_object()  # type: ignore[attr-defined]
+        rule = req.url_rule
+        req.environ[ROUTE_KEY] = rule.rule if rule is not None else "<unmatched>"
+        return super().dispatch_request()
+
+
 def create_app(
     predictor: Predictor,
     settings: Settings,
@@ -87,18 +102,13 @@ def create_app(
     log_model_errors: bool = True,
 ) -> Flask:
     """Build the WSGI app around a ``Predictor`` (which may still be loading)."""
-    app = Flask("ociforge_runtime")
+    app = RuntimeFlask("ociforge_runtime")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     app.config["MAX_FORM_MEMORY_SIZE"] = settings.max_request_bytes
     started = time.time()
     openapi_doc: dict[str, bytes] = {}
 
     # ------------------------------------------------------------------ plumbing
-
-    @app.before_request
-    def remember_route() -> None:
-        rule = request.url_rule
-        request.environ[ROUTE_KEY] = rule.rule if rule is not None else "<unmatched>"
 
     def error_body(exc: Exception, extra: dict[str, Any] | None = None) -> Response:
         if isinstance(exc, ModelError) and log_model_errors:
@@ -145,16 +155,17 @@ def create_app(
 
     def read_input(batch: bool) -> Any:
         """Decode the body of /predict, /predict/batch and /run by Content-Type."""
-        mimetype = request.mimetype
+        req = request._get_current_object()  # type: ignore[attr-defined]  # once, not per use
+        mimetype = req.mimetype
         if mimetype == "multipart/form-data":
-            parts: list[tuple[str, Any]] = list(request.form.items(multi=True))
-            parts += [(k, f.read()) for k, f in request.files.items(multi=True)]
+            parts: list[tuple[str, Any]] = list(req.form.items(multi=True))
+            parts += [(k, f.read()) for k, f in req.files.items(multi=True)]
             if batch:
                 if not parts:
                     raise BadInput("multipart batch has no parts: send one file or field per input")
                 return [value for _, value in parts]
             return codec.decode_parts(parts)
-        data = request.get_data(cache=False)
+        data = req.get_data(cache=False)
         if mimetype == "application/x-www-form-urlencoded":
             # curl -d sends JSON with this type; take it as JSON when it looks like JSON.
             if data.lstrip()[:1] in (b"{", b"["):
@@ -168,7 +179,7 @@ def create_app(
                     "or multipart/form-data with one part per input"
                 )
             return codec.decode_batch_json(data)
-        return codec.decode_body(mimetype, request.mimetype_params.get("charset"), data)
+        return codec.decode_body(mimetype, req.mimetype_params.get("charset"), data)
 
     def with_meta(body: dict[str, Any]) -> dict[str, Any]:
         tags = predictor.tags()

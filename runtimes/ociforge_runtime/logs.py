@@ -26,6 +26,25 @@ FLUSH_S = 0.05
 _lock = threading.Lock()
 _pending: list[str] = []
 _flusher: list[threading.Thread] = []
+_pid = os.getpid()
+_QUOTED: dict[str, str] = {}
+_QUOTED_MAX = 256
+
+
+def _after_fork_in_child() -> None:
+    """A forked worker starts with its own lock, no pending lines and no flusher yet.
+
+    Threads do not survive a fork, and a lock another thread held at that moment
+    would stay held forever in the child.
+    """
+    global _lock, _pid
+    _lock = threading.Lock()
+    _pending.clear()
+    _flusher.clear()
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _emit(text: str) -> None:
@@ -60,27 +79,34 @@ def _write(record: dict[str, Any]) -> None:
 
 def event(name: str, level: str = "info", **fields: Any) -> None:
     """A runtime event (model loaded, load failed, model error...)."""
-    _write(
-        {"ts": round(time.time(), 3), "level": level, "event": name, "pid": os.getpid(), **fields}
-    )
+    _write({"ts": round(time.time(), 3), "level": level, "event": name, "pid": _pid, **fields})
+
+
+def _quoted(text: str) -> str:
+    """``json.dumps(text)``, remembered for the few methods, routes and paths a server sees."""
+    quoted = _QUOTED.get(text)
+    if quoted is None:
+        quoted = json.dumps(text)
+        if len(_QUOTED) < _QUOTED_MAX:  # paths are the client's: never an unbounded cache
+            _QUOTED[text] = quoted
+    return quoted
 
 
 def request(method: str, route: str, path: str, status: int, latency_ms: float) -> None:
     """The per-request line: method, route template, status, latency.
 
-    Formatted by hand (it runs once per request); only the strings a client
-    controls go through ``json.dumps`` for escaping.
+    Formatted by hand (it runs once per request); the strings a client controls
+    are escaped by ``json.dumps`` (remembered, see ``_quoted``).
     """
     line = (
-        f'{{"ts":{time.time():.3f},"event":"request","method":{json.dumps(method)},'
-        f'"route":{json.dumps(route)},"path":{json.dumps(path)},"status":{status},'
-        f'"latency_ms":{latency_ms:.3f},"pid":{os.getpid()}}}\n'
+        f'{{"ts":{time.time():.3f},"event":"request","method":{_quoted(method)},'
+        f'"route":{_quoted(route)},"path":{_quoted(path)},"status":{status},'
+        f'"latency_ms":{latency_ms:.3f},"pid":{_pid}}}\n'
     )
     with _lock:
         _pending.append(line)
-        if not _flusher or _flusher[0].ident is None or not _flusher[0].is_alive():
-            # (re)start after a fork: threads do not survive into the child
-            _flusher[:] = [threading.Thread(target=_flush_loop, name="ociforge-log", daemon=True)]
+        if not _flusher:
+            _flusher.append(threading.Thread(target=_flush_loop, name="ociforge-log", daemon=True))
             _flusher[0].start()
 
 

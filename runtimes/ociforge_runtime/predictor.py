@@ -14,7 +14,7 @@ from typing import Any
 from .batching import Batcher
 from .config import Settings
 from .errors import Busy, ModelError, NotReady, RuntimeHTTPError, Timeout
-from .execution import Job, ModelThreads, RequestTimeout, Watchdog
+from .execution import Job, ModelThreads, RequestTimeout, Slots, Watchdog
 from .metrics import BATCH_BUCKETS, Registry, record_model_metrics
 from .package import LoadedModel
 
@@ -48,7 +48,7 @@ class Predictor:
         self._loaded = threading.Event()
         self.model: LoadedModel | None = None
         self.load_error: BaseException | None = None
-        self._slots = threading.Semaphore(settings.max_concurrency)
+        self._slots = Slots(settings.max_concurrency)
         self._threads: ModelThreads | None = None
         self._watchdog: Watchdog | None = None
         self._batcher: Batcher | None = None
@@ -154,7 +154,7 @@ class Predictor:
             wait = None if deadline is None else max(0.0, deadline - time.monotonic())
             if not self._loaded.wait(wait):
                 raise NotReady("model is still loading; retry when /v2/health/ready is 200")
-        if not self._slots.acquire(blocking=False):
+        if not self._slots.try_acquire():
             raise Busy(
                 f"server busy: {self.settings.max_concurrency} requests already in flight "
                 "in this worker (OCIFORGE_MAX_CONCURRENCY)"

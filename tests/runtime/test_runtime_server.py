@@ -268,6 +268,17 @@ def test_unknown_route_and_wrong_method_answer_json(echo):
     assert r.status_code == 404 and "error" in r.json()
     r = requests.get(echo.url + "/predict")
     assert r.status_code == 405 and "error" in r.json()
+    # neither matched a route: logged and counted as <unmatched>, a matched route by its template
+    requests.get(echo.url + "/v2/models/echo/ready")
+    lines = [rec for rec in echo.log_records() if rec.get("event") == "request"]
+    by_path = {(rec["method"], rec["path"]): rec for rec in lines}
+    assert by_path[("GET", "/nope")]["route"] == "<unmatched>"
+    assert by_path[("GET", "/nope")]["status"] == 404
+    assert by_path[("GET", "/predict")]["route"] == "<unmatched>"
+    assert by_path[("GET", "/predict")]["status"] == 405
+    assert by_path[("GET", "/v2/models/echo/ready")]["route"] == "/v2/models/<name>/ready"
+    text = requests.get(echo.url + "/metrics").text
+    assert 'ociforge_requests_total{method="GET",route="<unmatched>",status="404"}' in text
 
 
 # ---------------------------------------------------------------- lifecycle
