@@ -26,13 +26,13 @@ from .imagerun import Rootfs
 from .stats import Row, markdown
 
 FULL = {
-    "runs": 3, "layer_runs": 3, "push_rounds": 3, "start_runs": 5, "serve_s": 10.0,
-    "serve_rounds": 2, "zstd_build": True, "layer_tree": "all",
+    "runs": 3, "layer_runs": 3, "push_rounds": 3, "start_runs": 5, "serve_s": 2.0,
+    "serve_bursts": 10, "zstd_build": True, "layer_tree": "all",
 }  # fmt: skip
 # --quick: one run of each, no zstd cold build, layer writing over numpy + scikit-learn only
 QUICK = {
-    "runs": 1, "layer_runs": 1, "push_rounds": 1, "start_runs": 3, "serve_s": 3.0,
-    "serve_rounds": 1, "zstd_build": False, "layer_tree": "numpy,sklearn",
+    "runs": 1, "layer_runs": 1, "push_rounds": 1, "start_runs": 3, "serve_s": 1.5,
+    "serve_bursts": 4, "zstd_build": False, "layer_tree": "numpy,sklearn",
 }  # fmt: skip
 
 
@@ -69,7 +69,7 @@ def measure(work: Path, opts: dict, log: Log) -> tuple[list[Row], dict]:
     start_rows = startup.cold_start(ours, theirs, opts["start_runs"])
     log("serving (9)")
     serve_rows = startup.serving(
-        ours, opts["serve_s"], workers=ours_workers(), rounds=opts["serve_rounds"]
+        ours, opts["serve_s"], workers=ours_workers(), bursts=opts["serve_bursts"]
     )
 
     log("layer writing (5)")

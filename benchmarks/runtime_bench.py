@@ -1,11 +1,12 @@
 """The model server against a bare Flask app, and cold start against a bare model load.
 
-    python -m benchmarks.runtime_bench [--duration 10] [--workers N] [--threads 8] [--runs 5]
+    python -m benchmarks.runtime_bench [--bursts 8] [--duration 2] [--workers N] [--threads 8] [--runs 5]
 
 Throughput: requests per second and p99 latency for a small JSON prediction,
 ``python -m ociforge_runtime`` against a bare Flask app calling the same
 predict function, both under gunicorn with the same gthread worker and thread
-counts, driven by the same keep-alive load generator on loopback (target: the
+counts, driven by the same keep-alive load generator on loopback, all three servers
+up at once and loaded in interleaved bursts (medians; target: the
 runtime at >= 90% of the bare app's requests per second).
 
 Cold start: process start to the first successful prediction over HTTP, against
@@ -192,6 +193,24 @@ def drive(port: int, duration: float, procs: int, conns: int, body: bytes = DEFA
     }
 
 
+def interleaved(
+    ports: dict[str, int], bursts: int, burst_s: float, procs: int, conns: int, body: bytes
+) -> dict[str, list[dict]]:
+    """Load servers that are all up in turn, ``burst_s`` seconds each, ``bursts`` times (the
+    order rotates every burst); each server's ``drive`` results, a burst each.
+
+    A shared machine's speed drifts over seconds. With short interleaved bursts every server
+    sees the same drift, where one long run each would leave a slow spell on one side only.
+    """
+    names = list(ports)
+    results: dict[str, list[dict]] = {name: [] for name in names}
+    for i in range(bursts):
+        k = i % len(names)
+        for name in names[k:] + names[:k]:
+            results[name].append(drive(ports[name], burst_s, procs, conns, body))
+    return results
+
+
 # ------------------------------------------------------------------ servers
 
 
@@ -272,36 +291,43 @@ def throughput(args, tmp: str) -> list[dict]:
     with open(os.path.join(tmp, "bare_app.py"), "w") as fh:
         fh.write(BARE_APP)
     body = b'{"features": [1, 2]}'
-    rows = []
-    configs = [
-        (
-            "bare Flask + gunicorn",
-            lambda port: start_bare(tmp, model_dir, port, args.workers, args.threads),
-        ),
-        (
-            "ociforge runtime (access log on)",
-            lambda port: start_runtime(model_dir, port, args.workers, args.threads, True, log_file),
-        ),
-        (
-            "ociforge runtime (access log off)",
-            lambda port: start_runtime(
-                model_dir, port, args.workers, args.threads, False, log_file
-            ),
-        ),
-    ]
     log_file = open(os.path.join(tmp, "runtime-stdout.log"), "wb")  # noqa: SIM115
-    results = {}
-    for name, start in configs:
-        port = free_port()
-        proc = start(port)
-        try:
-            _wait_predict(port, body, proc)
+    configs = {
+        "bare Flask + gunicorn": lambda port: start_bare(
+            tmp, model_dir, port, args.workers, args.threads
+        ),
+        "ociforge runtime (access log on)": lambda port: start_runtime(
+            model_dir, port, args.workers, args.threads, True, log_file
+        ),
+        "ociforge runtime (access log off)": lambda port: start_runtime(
+            model_dir, port, args.workers, args.threads, False, log_file
+        ),
+    }
+    procs: list[subprocess.Popen] = []
+    ports: dict[str, int] = {}
+    try:
+        for name, start in configs.items():
+            port = ports[name] = free_port()
+            procs.append(start(port))
+            _wait_predict(port, body, procs[-1])
             drive(port, 1.0, args.client_procs, args.conns)  # warm-up
-            results[name] = drive(port, args.duration, args.client_procs, args.conns)
-        finally:
+        bursts = interleaved(ports, args.bursts, args.duration, args.client_procs, args.conns, body)
+    finally:
+        for proc in procs:
             _stop(proc)
-    log_file.close()
+        log_file.close()
+    results = {
+        name: {
+            "rps": statistics.median(r["rps"] for r in runs),
+            "p50_ms": statistics.median(r["p50_ms"] for r in runs),
+            "p99_ms": statistics.median(r["p99_ms"] for r in runs),
+            "errors": sum(r["errors"] for r in runs),
+            "error_samples": [e for r in runs for e in r["error_samples"]][:3],
+        }
+        for name, runs in bursts.items()
+    }
     base = results["bare Flask + gunicorn"]
+    rows = []
     for name, r in results.items():
         rows.append(
             {
@@ -376,7 +402,10 @@ def cold_start(args, tmp: str) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds of load per server")
+    parser.add_argument(
+        "--duration", type=float, default=2.0, help="seconds of load per server per burst"
+    )
+    parser.add_argument("--bursts", type=int, default=8, help="interleaved bursts per server")
     parser.add_argument("--workers", type=int, default=available_cpus())
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--client-procs", type=int, default=2)
@@ -389,7 +418,8 @@ def main() -> None:
     args = parser.parse_args()
     print(
         f"{available_cpus()} CPUs; gunicorn gthread, {args.workers} workers x {args.threads} threads; "
-        f"load: {args.client_procs} processes x {args.conns} keep-alive connections, {args.duration:g}s each"
+        f"load: {args.client_procs} processes x {args.conns} keep-alive connections, "
+        f"{args.bursts} interleaved bursts of {args.duration:g}s each (medians)"
     )
     with tempfile.TemporaryDirectory(prefix="ociforge-bench-") as tmp:
         if not args.skip_throughput:

@@ -11,6 +11,7 @@ counts, in the same rootfs, driven by the same keep-alive load generator on loop
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -98,14 +99,13 @@ def _gunicorn_flags(rootfs: Rootfs) -> list[str]:
     return ["--no-control-socket"] if "--no-control-socket" in proc.stdout else []
 
 
-def serving(
-    ours: Rootfs, duration: float, workers: int, rounds: int, threads: int = 8
-) -> list[Row]:
-    """The servers in turn (order reversed every other round), each loaded for ``duration``
-    seconds: the runtime as shipped, the bare app, and the runtime without its access log."""
+def serving(ours: Rootfs, burst_s: float, workers: int, bursts: int, threads: int = 8) -> list[Row]:
+    """The runtime as shipped, the bare app and the runtime without its access log, all three
+    started at once and loaded in interleaved bursts (``runtime_bench.interleaved``)."""
     procs, conns = 2, 16
-    results: dict[str, list[dict]] = {"runtime": [], "bare": [], "quiet": []}
-    with tempfile.TemporaryDirectory(prefix="ociforge-bench-app-") as app:
+    names = ("runtime", "bare", "quiet")
+    with contextlib.ExitStack() as stack:
+        app = stack.enter_context(tempfile.TemporaryDirectory(prefix="ociforge-bench-app-"))
         Path(app, "bare_app.py").write_text(runtime_bench.BARE_APP)
         os.chmod(app, 0o755)
         bare_env = {"PYTHONPATH": ours.env.get("PYTHONPATH", "") + ":/opt/bench"}
@@ -114,28 +114,28 @@ def serving(
             "--workers", str(workers), "--threads", str(threads), "--keep-alive", "5",
             "--log-level", "warning", *_gunicorn_flags(ours),
         ]  # fmt: skip
-        names = ("runtime", "bare", "quiet")
-        order = [names if i % 2 == 0 else names[::-1] for i in range(rounds)]
-        for name in (n for pair in order for n in pair):
-            port = free_port()
-            with tempfile.TemporaryFile("w+") as log:
-                if name in ("runtime", "quiet"):
-                    env = {"PORT": str(port), "OCIFORGE_WORKERS": str(workers)}
-                    env["OCIFORGE_THREADS"] = str(threads)
-                    if name == "quiet":
-                        env["OCIFORGE_ACCESS_LOG"] = "0"
-                    proc = ours.popen(env=env, log=log)
-                else:
-                    argv = [*bare_argv, "--bind", f"127.0.0.1:{port}"]
-                    proc = ours.popen(argv, env=bare_env, binds=[(app, "/opt/bench")], log=log)
-                try:
-                    until_predicts(proc, port, BODY, None, expect_any=True)
-                    runtime_bench.drive(port, 1.0, procs, conns, BODY)  # warm-up
-                    results[name].append(runtime_bench.drive(port, duration, procs, conns, BODY))
-                finally:
-                    stop(proc)
+        ports: dict[str, int] = {}
+        for name in names:
+            port = ports[name] = free_port()
+            log = stack.enter_context(tempfile.TemporaryFile("w+"))
+            if name in ("runtime", "quiet"):
+                env = {"PORT": str(port), "OCIFORGE_WORKERS": str(workers)}
+                env["OCIFORGE_THREADS"] = str(threads)
+                if name == "quiet":
+                    env["OCIFORGE_ACCESS_LOG"] = "0"
+                proc = ours.popen(env=env, log=log)
+            else:
+                argv = [*bare_argv, "--bind", f"127.0.0.1:{port}"]
+                proc = ours.popen(argv, env=bare_env, binds=[(app, "/opt/bench")], log=log)
+            stack.callback(stop, proc)
+            until_predicts(proc, port, BODY, None, expect_any=True)
+            runtime_bench.drive(port, 1.0, procs, conns, BODY)  # warm-up
+        results = runtime_bench.interleaved(ports, bursts, burst_s, procs, conns, BODY)
     mine, bare, quiet = results["runtime"], results["bare"], results["quiet"]
-    note = f"gthread {workers}x{threads}, {procs}x{conns} keep-alive conns, {duration:g}s"
+    note = (
+        f"gthread {workers}x{threads}, {procs}x{conns} keep-alive conns, "
+        f"{bursts} interleaved {burst_s:g}s bursts each"
+    )
     errors = sum(r["errors"] for r in mine + bare + quiet)
     if errors:
         note += f"; {errors} errors"
