@@ -16,7 +16,6 @@ import fnmatch
 import os
 import posixpath
 import stat
-import tarfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import BinaryIO
 from zlib_ng import gzip_ng
 
 from . import mediatypes as mt
+from . import tarformat
 from .blobstore import BlobStore
 from .digest import HashingWriter
 from .errors import InvalidInput
@@ -339,40 +339,45 @@ class _Compressor:
             self._f.close()
 
 
-def _tarinfo(e: Entry, epoch: int) -> tarfile.TarInfo:
-    ti = tarfile.TarInfo(e.tar_name + ("/" if e.kind == "dir" else ""))
-    ti.uid, ti.gid = e.uid, e.gid
-    ti.uname = ti.gname = ""
-    ti.mtime = int(epoch if e.mtime is None else e.mtime)
+def _header(e: Entry, epoch: int) -> bytes:
+    mtime = int(epoch if e.mtime is None else e.mtime)
+    own = {"mtime": mtime, "uid": e.uid, "gid": e.gid}
     if e.kind == "dir":
-        ti.type = tarfile.DIRTYPE
-        ti.mode = 0o755 if e.mode is None else e.mode
-    elif e.kind == "symlink":
-        ti.type = tarfile.SYMTYPE
-        ti.linkname = e.linkname
-        ti.mode = 0o777
-    elif e.kind == "hardlink":
-        ti.type = tarfile.LNKTYPE
-        ti.linkname = e.linkname
-        ti.mode = 0o644 if e.mode is None else e.mode
-    elif e.kind == "whiteout":
-        ti.type = tarfile.REGTYPE
-        ti.mode = 0o644
-        ti.size = 0
-    else:
-        ti.type = tarfile.REGTYPE
-        ti.mode = 0o644 if e.mode is None else e.mode
-        ti.size = len(e.data) if e.data is not None else e.size
-    return ti
+        mode = 0o755 if e.mode is None else e.mode
+        return tarformat.header(e.tar_name + "/", tarformat.DIRTYPE, mode=mode, **own)
+    if e.kind == "symlink":
+        return tarformat.header(
+            e.tar_name, tarformat.SYMTYPE, mode=0o777, linkname=e.linkname, **own
+        )
+    mode = 0o644 if e.mode is None else e.mode
+    if e.kind == "hardlink":
+        return tarformat.header(
+            e.tar_name, tarformat.LNKTYPE, mode=mode, linkname=e.linkname, **own
+        )
+    if e.kind == "whiteout":
+        return tarformat.header(e.tar_name, tarformat.REGTYPE, mode=0o644, **own)
+    size = len(e.data) if e.data is not None else e.size
+    return tarformat.header(e.tar_name, tarformat.REGTYPE, mode=mode, size=size, **own)
+
+
+def _copy(src: BinaryIO, out: BinaryIO, size: int, what: str) -> None:
+    """``size`` bytes from ``src`` into ``out`` in 1 MiB pieces; a short source is an error."""
+    left = size
+    while left:
+        chunk = src.read(min(left, 1 << 20))
+        if not chunk:
+            raise InvalidInput(f"{what} ended after {size - left} of its {size} bytes")
+        out.write(chunk)
+        left -= len(chunk)
 
 
 class _TarSink:
-    """What tarfile writes into: hashes the tar (diff_id) and feeds the compressor in 1 MiB
-    chunks, on a thread of its own.
+    """What the tar stream is written into: hashes the tar (diff_id) and feeds the compressor in
+    1 MiB chunks, on a thread of its own.
 
-    tarfile writes 512-byte headers and small blocks; zlib-ng took 1.6 s for 60 MB in 512-byte
+    The tar comes as 512-byte headers and small blocks; zlib-ng took 1.6 s for 60 MB in 512-byte
     writes and 0.94 s in 1 MiB ones, and deflate's output depends on how its input was split, so
-    fixed chunks also make the bytes independent of tarfile's write pattern. Hashing and
+    fixed chunks also make the bytes independent of the tar's write pattern. Hashing and
     compressing release the GIL, so on their own thread they run while this one builds the next
     tar headers (about a third of a zstd layer's time was the two done in line). The queue holds
     at most ``DEPTH`` chunks: memory stays flat whatever the layer's size.
@@ -454,33 +459,36 @@ def decompressor(stream, media_type: str):
 def write_tar(entries: Iterable[Entry], out: BinaryIO, epoch: int | None = None) -> None:
     """Write the normalized entries as a tar stream into ``out`` (anything with ``write``)."""
     epoch = source_date_epoch() if epoch is None else epoch
-    tf = tarfile.TarFile(fileobj=out, mode="w", format=tarfile.PAX_FORMAT, encoding="utf-8")
-    tf.copybufsize = 1 << 20  # file bytes in 1 MiB reads and writes, not tarfile's 16 KiB
-    try:
-        for e in normalize_entries(entries):
-            ti = _tarinfo(e, epoch)
-            if e.kind == "file" and e.data is None and e.source is not None:
-                try:
-                    with open(e.source, "rb") as f:
-                        st = os.fstat(f.fileno())
-                        if st.st_size != e.size:
-                            raise InvalidInput(
-                                f"{e.source} changed size while the layer was written"
-                            )
-                        tf.addfile(ti, f)
-                except OSError as err:
-                    raise InvalidInput(f"cannot read {e.source}: {err.strerror}") from None
-            elif e.kind == "file" and e.data is not None:
-                import io
-
-                tf.addfile(ti, io.BytesIO(e.data))
-            elif e.kind == "file" and e.opener is not None:
-                with e.opener() as f:
-                    tf.addfile(ti, f)
-            else:
-                tf.addfile(ti)
-    finally:
-        tf.close()
+    offset = 0
+    for e in normalize_entries(entries):
+        head = _header(e, epoch)
+        out.write(head)
+        offset += len(head)
+        if e.kind != "file":
+            continue
+        if e.data is not None:
+            out.write(e.data)
+            size = len(e.data)
+        elif e.source is not None:
+            size = e.size
+            try:
+                with open(e.source, "rb") as f:
+                    if os.fstat(f.fileno()).st_size != size:
+                        raise InvalidInput(f"{e.source} changed size while the layer was written")
+                    _copy(f, out, size, e.source)
+            except OSError as err:
+                raise InvalidInput(f"cannot read {e.source}: {err.strerror}") from None
+        elif e.opener is not None:
+            size = e.size
+            with e.opener() as f:
+                _copy(f, out, size, e.path)
+        elif e.size:
+            raise InvalidInput(f"{e.path}: a file of {e.size} bytes with no content to write")
+        else:
+            continue
+        out.write(tarformat.padding(size))
+        offset += size + tarformat.padding_size(size)
+    out.write(tarformat.end(offset))
 
 
 def write_layer(
