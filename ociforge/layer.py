@@ -486,8 +486,9 @@ def write_tar(entries: Iterable[Entry], out: BinaryIO, epoch: int | None = None)
             raise InvalidInput(f"{e.path}: a file of {e.size} bytes with no content to write")
         else:
             continue
-        out.write(tarformat.padding(size))
-        offset += size + tarformat.padding_size(size)
+        pad = tarformat.padding(size)
+        out.write(pad)
+        offset += size + len(pad)
     out.write(tarformat.end(offset))
 
 

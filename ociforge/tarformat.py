@@ -114,11 +114,6 @@ def header(
     return _pax(records) + block if records else block
 
 
-def padding_size(size: int) -> int:
-    """How many NULs fill a member's last block."""
-    return -size % BLOCK
-
-
 def padding(size: int) -> bytes:
     """The NULs that fill a member's last block."""
     return bytes(-size % BLOCK)

@@ -15,33 +15,6 @@ from collections.abc import Callable
 from typing import Any
 
 
-class Slots:
-    """A counting semaphore whose acquire never waits: admission answers 503 at once.
-
-    ``threading.Semaphore`` builds on a Condition and costs several Python calls per
-    acquire and release; every request takes and returns a slot, so a plain lock
-    around a counter is used instead.
-    """
-
-    __slots__ = ("_free", "_lock")
-
-    def __init__(self, count: int) -> None:
-        self._free = count
-        self._lock = threading.Lock()
-
-    def try_acquire(self) -> bool:
-        """Take a slot if one is free; never blocks."""
-        with self._lock:
-            if self._free <= 0:
-                return False
-            self._free -= 1
-            return True
-
-    def release(self) -> None:
-        with self._lock:
-            self._free += 1
-
-
 class Job:
     """A one-shot call whose result is awaited with a timeout."""
 

@@ -14,7 +14,7 @@ from typing import Any
 from .batching import Batcher
 from .config import Settings
 from .errors import Busy, ModelError, NotReady, RuntimeHTTPError, Timeout
-from .execution import Job, ModelThreads, RequestTimeout, Slots, Watchdog
+from .execution import Job, ModelThreads, RequestTimeout, Watchdog
 from .metrics import BATCH_BUCKETS, Registry, record_model_metrics
 from .package import LoadedModel
 
@@ -29,6 +29,33 @@ def model_error(exc: BaseException) -> RuntimeHTTPError:
     if len(text) > MAX_ERROR_CHARS:
         text = text[: MAX_ERROR_CHARS - 3] + "..."
     return ModelError(text, exc)
+
+
+class _Slots:
+    """A counting semaphore whose acquire never waits: admission answers 503 at once.
+
+    ``threading.Semaphore`` builds on a Condition and costs several Python calls per
+    acquire and release; every request takes and returns a slot, so a plain lock
+    around a counter is used instead.
+    """
+
+    __slots__ = ("_free", "_lock")
+
+    def __init__(self, count: int) -> None:
+        self._free = count
+        self._lock = threading.Lock()
+
+    def try_acquire(self) -> bool:
+        """Take a slot if one is free; never blocks."""
+        with self._lock:
+            if self._free <= 0:
+                return False
+            self._free -= 1
+            return True
+
+    def release(self) -> None:
+        with self._lock:
+            self._free += 1
 
 
 class Predictor:
@@ -48,7 +75,7 @@ class Predictor:
         self._loaded = threading.Event()
         self.model: LoadedModel | None = None
         self.load_error: BaseException | None = None
-        self._slots = Slots(settings.max_concurrency)
+        self._slots = _Slots(settings.max_concurrency)
         self._threads: ModelThreads | None = None
         self._watchdog: Watchdog | None = None
         self._batcher: Batcher | None = None
