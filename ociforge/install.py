@@ -6,9 +6,11 @@
 ``installer`` does what pip does when it installs a wheel (schemes, ``.data`` directories,
 ``#!python`` shebangs, console scripts, ``INSTALLER``, ``RECORD``); :class:`LayerDestination` is
 the destination that, instead of writing files, collects :class:`~ociforge.layer.Entry` objects
-placed at the target's paths. There is no temporary tree: small files are kept as bytes, large
-ones are streamed from the wheel again while the layer is written (``Entry.opener``), so memory
-stays flat however big the wheel (torch's 2 GB of ``.so`` files included).
+placed at the target's paths. There is no temporary tree and no file held in memory: the
+wheel's files are streamed from it while the layer is written (``Entry.opener``), so memory stays
+flat however big the wheel (torch's 2 GB of ``.so`` files) and however many files it has. Only
+what installer generates (scripts, RECORD, INSTALLER) and, with ``bytecode=True``, the modules
+to compile are held as bytes.
 
 Bytecode, when asked for (``bytecode=True``), is compiled with this interpreter for the target's
 Python version (only possible when the two match: the .pyc format is version-specific) as
@@ -57,17 +59,12 @@ from .wheelzip import SharedZip, WheelZip
 
 INSTALLER_NAME = b"ociforge\n"
 BIG_WHEEL = 10 << 20  # wheels this large (compressed) get a layer of their own
-_INLINE = 1 << 20  # files up to this size are held as bytes; larger ones are re-read from the zip
 ANNOTATION = "org.ociforge.wheels"
 
 
 class _Null:
     def write(self, data) -> int:
         return len(data)
-
-
-class _Sink(io.BytesIO):
-    """Collects a small file's bytes while installer hashes them."""
 
 
 # Part of every memo key over compiled bytecode: bump it when compile_pyc's bytes change.
@@ -128,10 +125,12 @@ class LayerDestination(WheelDestination):
                 data = fixed.read()
             return self._add_bytes(path, dest, data, mode)
         member = getattr(stream, "name", None)  # zipfile.ZipExtFile: the member's name
-        if member and (size := self._member_size(member)) > _INLINE and not path.endswith(".py"):
-            # A large file is inflated once, while the layer is written: its RECORD line is the
-            # wheel's own (the wheel is trusted by its sha256 in the lock), hashed here only
-            # when the wheel's RECORD has no sha256 for it.
+        if member and not (self.bytecode and path.endswith(".py")):
+            # The file is inflated once, while the layer is written, so the installed wheel is
+            # never all in memory: its RECORD line is the wheel's own (the wheel is trusted by
+            # its sha256 in the lock), hashed here only when the wheel's RECORD has no sha256
+            # for it. A module to compile is read now: its bytecode needs the source.
+            size = self._member_size(member)
             known = self.record.get(member)
             if known is not None and known[0].name == "sha256" and known[1] == size:
                 hash_ = known[0].value

@@ -282,3 +282,41 @@ def test_unannotated_resolution_same_wheels_and_still_names_parents(tmp_path, mo
         resolve(["gpu-thing"], [AMD], plain)
     assert "gpu-thing 2.0 is a CUDA build here" in str(e.value)
     assert "nvidia-cublas-cu12" in str(e.value)
+
+
+def test_a_wheel_of_many_small_files_is_never_all_in_memory(tmp_path):
+    """96 MiB in 3,072 files of 32 KiB (none of them "large") installed into a layer in a child
+    process: its peak RSS stays well below the wheel's installed size, and the layer holds every
+    file's bytes (streamed from the wheel while the layer is written)."""
+    from wheelmaker import make_wheel
+
+    files = {
+        f"bulk/part{i // 256}/f{i:04d}.dat": (b"%06d" % i) * ((32 << 10) // 6) + b"\n"
+        for i in range(3072)
+    }
+    wheel = make_wheel(tmp_path / "w", "bulk", files=files)
+    code = (
+        "import sys\n"
+        "from ociforge.blobstore import BlobStore\n"
+        "from ociforge.install import install_entries\n"
+        "from ociforge.layer import write_layer\n"
+        "from ociforge.target import debian_target\n"
+        f"entries = install_entries({str(wheel)!r}, debian_target('linux/amd64'), bytecode=False)\n"
+        f"layer = write_layer(entries, BlobStore({str(tmp_path / 's')!r}), 'zstd')\n"
+        "print(layer.digest)\n"
+        "print([line.split()[1] for line in open('/proc/self/status') if line.startswith('VmHWM')][0])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    digest, peak_kib = out.stdout.split()
+    installed = sum(len(d) for d in files.values())
+    assert installed > 95 << 20
+    assert int(peak_kib) < 90 * 1024, f"peak RSS {peak_kib} KiB for {installed >> 20} MiB of files"
+    import zstandard
+
+    with (BlobStore(tmp_path / "s").open_blob(digest) as raw,
+          tarfile.open(fileobj=zstandard.ZstdDecompressor().stream_reader(raw), mode="r|") as tf):  # fmt: skip
+        seen = {}
+        for m in tf:
+            if m.isfile() and "/bulk/part" in m.name:
+                seen[m.name.split("site-packages/", 1)[1]] = tf.extractfile(m).read()
+    assert seen == files
