@@ -339,7 +339,7 @@ class _Compressor:
             self._f.close()
 
 
-def _header(e: Entry, epoch: int) -> bytes:
+def _header(e: Entry, epoch: int, size: int) -> bytes:
     mtime = int(epoch if e.mtime is None else e.mtime)
     own = {"mtime": mtime, "uid": e.uid, "gid": e.gid}
     if e.kind == "dir":
@@ -356,7 +356,6 @@ def _header(e: Entry, epoch: int) -> bytes:
         )
     if e.kind == "whiteout":
         return tarformat.header(e.tar_name, tarformat.REGTYPE, mode=0o644, **own)
-    size = len(e.data) if e.data is not None else e.size
     return tarformat.header(e.tar_name, tarformat.REGTYPE, mode=mode, size=size, **own)
 
 
@@ -461,16 +460,15 @@ def write_tar(entries: Iterable[Entry], out: BinaryIO, epoch: int | None = None)
     epoch = source_date_epoch() if epoch is None else epoch
     offset = 0
     for e in normalize_entries(entries):
-        head = _header(e, epoch)
+        size = 0 if e.kind != "file" else len(e.data) if e.data is not None else e.size
+        head = _header(e, epoch, size)
         out.write(head)
         offset += len(head)
         if e.kind != "file":
             continue
         if e.data is not None:
             out.write(e.data)
-            size = len(e.data)
         elif e.source is not None:
-            size = e.size
             try:
                 with open(e.source, "rb") as f:
                     if os.fstat(f.fileno()).st_size != size:
@@ -479,11 +477,10 @@ def write_tar(entries: Iterable[Entry], out: BinaryIO, epoch: int | None = None)
             except OSError as err:
                 raise InvalidInput(f"cannot read {e.source}: {err.strerror}") from None
         elif e.opener is not None:
-            size = e.size
             with e.opener() as f:
                 _copy(f, out, size, e.path)
-        elif e.size:
-            raise InvalidInput(f"{e.path}: a file of {e.size} bytes with no content to write")
+        elif size:
+            raise InvalidInput(f"{e.path}: a file of {size} bytes with no content to write")
         else:
             continue
         pad = tarformat.padding(size)
