@@ -21,13 +21,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ociforge import base as obase
-from ociforge.blobstore import BlobStore
-from ociforge.image import ConfigChanges, append, make_index, store_source
-from ociforge.install import install_entries
-from ociforge.layer import write_layer
-from ociforge.layout import read_layout, write_layout
-from ociforge.target import debian_target
+from ociforge.bases import base as obase
+from ociforge.oci.blobstore import BlobStore
+from ociforge.oci.image import ConfigChanges, append, make_index, store_source
+from ociforge.oci.layer import write_layer
+from ociforge.python.install import install_entries
+from ociforge.python.target import debian_target
+from ociforge.transports.layout import read_layout, write_layout
 
 RECIPE = "python3.11-bookworm"
 PLATFORMS = ("linux/amd64", "linux/arm64")

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from ociforge.image import Image  # noqa: E402
+from ociforge.oci.image import Image  # noqa: E402
 from tests.support.rootfs import command, unpack  # noqa: E402
 
 

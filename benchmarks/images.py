@@ -9,9 +9,9 @@ from __future__ import annotations
 import gzip
 from pathlib import Path
 
-from ociforge import mediatypes as mt
-from ociforge.image import Image, ImageIndex
-from ociforge.layout import read_layout
+from ociforge.oci import mediatypes as mt
+from ociforge.oci.image import Image, ImageIndex
+from ociforge.transports.layout import read_layout
 
 from .stats import Row, Sample
 

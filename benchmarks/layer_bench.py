@@ -23,8 +23,8 @@ from .common import table
 
 WRITER = r"""
 import sys, time
-from ociforge.blobstore import BlobStore
-from ociforge.layer import entries_from_tree, write_layer
+from ociforge.oci.blobstore import BlobStore
+from ociforge.oci.layer import entries_from_tree, write_layer
 t0 = time.perf_counter()
 layer = write_layer(entries_from_tree(sys.argv[1], "site-packages"), BlobStore(sys.argv[2]), sys.argv[3], threads=int(sys.argv[4]))
 hwm = [l.split()[1] for l in open("/proc/self/status") if l.startswith("VmHWM")][0]

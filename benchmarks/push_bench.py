@@ -22,12 +22,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ociforge import registry  # noqa: E402
-from ociforge.blobstore import BlobStore  # noqa: E402
-from ociforge.image import ImageIndex, append, make_index, store_source  # noqa: E402
-from ociforge.layer import Entry, write_layer  # noqa: E402
-from ociforge.layout import read_layout, write_layout  # noqa: E402
-from ociforge.platform import Platform  # noqa: E402
+from ociforge.oci.blobstore import BlobStore  # noqa: E402
+from ociforge.oci.image import ImageIndex, append, make_index, store_source  # noqa: E402
+from ociforge.oci.layer import Entry, write_layer  # noqa: E402
+from ociforge.oci.platform import Platform  # noqa: E402
+from ociforge.transports.layout import read_layout, write_layout  # noqa: E402
+from ociforge.transports.registry import remote as registry  # noqa: E402
 from tests.support.registry import RegistryServer  # noqa: E402
 
 

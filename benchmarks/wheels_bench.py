@@ -15,11 +15,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from ociforge.blobstore import BlobStore
-from ociforge.install import wheel_layers
-from ociforge.resolve import resolve
-from ociforge.target import debian_target
-from ociforge.wheelcache import WheelCache
+from ociforge.oci.blobstore import BlobStore
+from ociforge.python.install import wheel_layers
+from ociforge.python.resolve import resolve
+from ociforge.python.target import debian_target
+from ociforge.python.wheelcache import WheelCache
 
 REQ = ["scikit-learn==1.5.2"]
 

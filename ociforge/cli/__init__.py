@@ -14,8 +14,8 @@ import logging
 import pkgutil
 import sys
 
-from .. import __version__
 from ..errors import OciforgeError
+from ..version import __version__
 
 
 def build_parser() -> argparse.ArgumentParser:

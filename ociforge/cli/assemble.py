@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from ..assemble import Addition, assemble
-from ..blobstore import BlobStore, default_cache_dir
-from ..image import ConfigChanges
-from ..transport import open_source, write_to
+from ..builder.assemble import Addition, assemble
+from ..cachedir import default_cache_dir
+from ..oci.blobstore import BlobStore
+from ..oci.image import ConfigChanges
+from ..transports.transport import open_source, write_to
 from ._common import add_registry_options, command_line, key_values, registry_kwargs
 
 

@@ -7,10 +7,10 @@ every day; ``ociforge base lock RECIPE`` re-resolves against the mirror's signed
 
 from __future__ import annotations
 
-from .. import base, debian
-from ..image import make_index
-from ..platform import parse_platforms
-from ..transport import write_to
+from ..bases import base, debian
+from ..oci.image import make_index
+from ..oci.platform import parse_platforms
+from ..transports.transport import write_to
 from ._common import human_size
 
 

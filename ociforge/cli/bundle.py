@@ -12,7 +12,7 @@ import json
 import sys
 
 from ..errors import InvalidInput
-from ..progress import make_progress
+from ..transports.progress import make_progress
 from ._common import add_registry_options, registry_kwargs
 
 
@@ -55,7 +55,7 @@ def register(sub) -> None:
 
 
 def run_export(args) -> int:
-    from ..bundle import export
+    from ..airgap.bundle import export  # the build loads every part (~0.2 s): only for this command
 
     manifest = export(args.output, args.images, lock=args.lock, **registry_kwargs(args))
     if args.json:
@@ -68,7 +68,9 @@ def run_export(args) -> int:
 
 
 def run_import(args) -> int:
-    from ..bundle import import_
+    from ..airgap.bundle import (
+        import_,  # the build loads every part (~0.2 s): only for this command
+    )
 
     if args.jobs < 1:
         raise InvalidInput(f"--jobs must be at least 1, not {args.jobs}")
@@ -89,7 +91,7 @@ def run_import(args) -> int:
 
 
 def run_verify(args) -> int:
-    from ..bundle import Bundle
+    from ..airgap.bundle import Bundle  # the build loads every part (~0.2 s): only for this command
 
     b = Bundle(args.bundle)
     hashed = b.verify()
@@ -103,7 +105,9 @@ def run_verify(args) -> int:
 
 
 def run_rebuild(args) -> int:
-    from ..bundle import rebuild
+    from ..airgap.bundle import (
+        rebuild,  # the build loads every part (~0.2 s): only for this command
+    )
 
     result = rebuild(args.bundle, args.to, image=args.image, **registry_kwargs(args))
     if args.json:

@@ -10,10 +10,10 @@ from __future__ import annotations
 import os
 import sys
 
-from .. import transport
-from ..credentials import Credential
 from ..errors import InvalidInput
-from ..progress import make_progress
+from ..transports import spec, transport
+from ..transports.progress import make_progress
+from ..transports.registry.credentials import Credential
 from ._common import add_registry_options, registry_kwargs
 
 
@@ -55,7 +55,7 @@ def run(args) -> int:
         raise InvalidInput("--platform and --all contradict each other: pick one")
     if args.jobs < 1:
         raise InvalidInput(f"--jobs must be at least 1, not {args.jobs}")
-    src, dst = transport.parse(args.source), transport.parse(args.dest)
+    src, dst = spec.parse(args.source), spec.parse(args.dest)
     reg = registry_kwargs(args)
     src_opts: dict = {}
     if src.kind == "docker":

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from ..image import Image, ImageIndex
-from ..transport import open_source
+from ..oci.image import Image, ImageIndex
+from ..transports.transport import open_source
 from ._common import add_registry_options, human_size, registry_kwargs
 
 

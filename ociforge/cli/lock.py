@@ -9,10 +9,10 @@ from __future__ import annotations
 import argparse
 
 from ..errors import InvalidInput
-from ..lock import write_lockfile
-from ..platform import parse_platforms
-from ..resolve import IndexSettings, ResolveOptions, resolve
-from ..target import Target
+from ..oci.platform import parse_platforms
+from ..python.lock import write_lockfile
+from ..python.resolve import IndexSettings, ResolveOptions, resolve
+from ..python.target import Target
 from ._common import human_size
 
 

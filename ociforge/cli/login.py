@@ -12,11 +12,11 @@ import getpass
 import sys
 from pathlib import Path
 
-from .. import credentials
-from ..auth import AuthError
 from ..errors import InvalidInput
-from ..reference import Reference, normalize_registry
-from ..regclient import Client
+from ..oci.reference import Reference, normalize_registry
+from ..transports.registry import credentials
+from ..transports.registry.auth import AuthError
+from ..transports.registry.client import Client
 from ._common import add_registry_options
 
 

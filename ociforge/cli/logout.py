@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .. import credentials
 from ..errors import InvalidInput
-from ..reference import normalize_registry
+from ..oci.reference import normalize_registry
+from ..transports.registry import credentials
 
 
 def register(sub) -> None:

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import json
 
-from ..install import BIG_WHEEL, plan_layers
-from ..lock import read_lockfile
-from ..resolve import resolve
+from ..python.install import BIG_WHEEL, plan_layers
+from ..python.lock import read_lockfile
+from ..python.resolve import resolve
 from ._common import human_size
 from .lock import (
     add_requirement_options,

@@ -6,17 +6,17 @@ The image answers ``POST /predict`` with ``[[5.1, 3.5, 1.4, 0.2], ...]`` → ``[
 
 from __future__ import annotations
 
+from ..errors import OciforgeError
+
 SAMPLE = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]
 
 
 def train():
     """A fitted model and the class names; deterministic (fixed solver, no randomness)."""
-    try:
+    try:  # scikit-learn is the example's own extra (pip install ociforge[example])
         from sklearn.datasets import load_iris
         from sklearn.linear_model import LogisticRegression
     except ImportError:
-        from ..errors import OciforgeError
-
         raise OciforgeError(
             "the example model needs scikit-learn on this machine: pip install 'ociforge[example]'"
         ) from None

@@ -165,7 +165,7 @@ def test_tampered_wheel_is_refused_on_rebuild(bundle, cli, tmp_path):
 
 @pytest.mark.parametrize("prefix", ["", "mirror/team"])
 def test_target_reference_rewrites(prefix):
-    from ociforge.bundle import BundleImage, target_reference
+    from ociforge.airgap.bundle import BundleImage, target_reference
 
     e = BundleImage("t", "a.example/models/m:1", "models/m", "1", "sha256:" + "0" * 64)
     want = f"reg.internal:5000/{prefix + '/' if prefix else ''}models/m:1"

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from ociforge import base  # noqa: E402
+from ociforge.bases import base  # noqa: E402
 from tests.support import rootfs  # noqa: E402
 
 RECIPE = "python3.11-bookworm"

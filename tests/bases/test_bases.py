@@ -11,13 +11,13 @@ import threading
 
 import pytest
 
-from ociforge import base
-from ociforge.blobstore import BlobStore
+from ociforge.bases import base, pythoninfo
 from ociforge.errors import DigestMismatch, NotFound
-from ociforge.image import append, store_source
-from ociforge.layer import Entry, Layer, write_layer
-from ociforge.platform import Platform
-from ociforge.transport import open_source, write_to
+from ociforge.oci.blobstore import BlobStore
+from ociforge.oci.image import append, store_source
+from ociforge.oci.layer import Entry, Layer, write_layer
+from ociforge.oci.platform import Platform
+from ociforge.transports.transport import open_source, write_to
 from tests.support import rootfs
 from tests.support.registry import make_ca
 
@@ -75,7 +75,7 @@ def test_arm64_base_runs_python_under_qemu(bookworm, unpacked):
 
 
 def test_labels_say_where_python_is(bookworm):
-    info = base.python_info(bookworm[AMD64])
+    info = pythoninfo.python_info(bookworm[AMD64])
     assert info.version.startswith("3.11.") and info.path == "/usr/bin/python3.11"
     assert (info.libc, info.libc_version, info.site_packages) == (
         "glibc",
@@ -137,9 +137,9 @@ def test_foreign_oci_layout_and_docker_archive_bases(bookworm, tmp_path, tool):
         f"docker-archive:{tmp_path / 'foreign.tar'}",
     ):
         img = open_source(spec)
-        info = base.python_info(img)
+        info = pythoninfo.python_info(img)
         assert (info.version, info.path, info.libc, info.libc_version) == (
-            base.python_info(bookworm[AMD64]).version,
+            pythoninfo.python_info(bookworm[AMD64]).version,
             "/usr/bin/python3.11",
             "glibc",
             (2, 36),
@@ -160,7 +160,7 @@ def test_python_image_env_and_musl_are_found(tmp_path):
         ],
         store,
     )
-    from ociforge.image import ConfigChanges
+    from ociforge.oci.image import ConfigChanges
 
     img = append(
         None,
@@ -170,7 +170,7 @@ def test_python_image_env_and_musl_are_found(tmp_path):
         changes=ConfigChanges(env={"PYTHON_VERSION": "3.12.4"}),
         store=store,
     )
-    info = base.python_info(img)
+    info = pythoninfo.python_info(img)
     assert (info.version, info.path, info.libc, info.libc_version) == (
         "3.12.4",
         "/usr/local/bin/python3.12",
@@ -184,14 +184,14 @@ def test_base_without_python_is_refused_with_how_to_declare(tmp_path):
     layer = write_layer([Entry.file("etc/hostname", b"x\n")], store)
     img = append(None, [layer], store_source(store), platform=AMD64, store=store)
     with pytest.raises(NotFound, match=r"no Python interpreter.*declare it: .*python_path="):
-        base.python_info(img)
-    declared = base.PythonInfo("3.12.4", "/opt/py/bin/python3.12", "glibc", (2, 31))
-    assert base.python_info(img, declared=declared) is declared
+        pythoninfo.python_info(img)
+    declared = pythoninfo.PythonInfo("3.12.4", "/opt/py/bin/python3.12", "glibc", (2, 31))
+    assert pythoninfo.python_info(img, declared=declared) is declared
 
 
 def test_registry_base(bookworm, tmp_path, tool):
     registry = pytest.importorskip(
-        "ociforge.registry", reason="the registry client is not there yet"
+        "ociforge.transports.registry.remote", reason="the registry client is not there yet"
     )
     from tests.support.registry import RegistryServer
 
@@ -207,7 +207,7 @@ def test_registry_base(bookworm, tmp_path, tool):
         )
         img = open_source(ref, platform=AMD64, insecure=True) if hasattr(registry, "pull") else None
         assert img is not None
-        assert base.python_info(img).path == "/usr/bin/python3.11"
+        assert pythoninfo.python_info(img).path == "/usr/bin/python3.11"
 
 
 class _Hello(http.server.BaseHTTPRequestHandler):

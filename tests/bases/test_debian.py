@@ -1,4 +1,4 @@
-"""ociforge.debian: signature and hash checks, resolution, and .deb data streamed into layers."""
+"""ociforge.bases.debian: signature and hash checks, resolution, and .deb data streamed into layers."""
 
 from __future__ import annotations
 
@@ -11,11 +11,12 @@ import tarfile
 import pytest
 import zstandard
 
-from ociforge import debian
-from ociforge.blobstore import BlobStore, default_cache_dir
-from ociforge.digest import of_bytes
+from ociforge.bases import debian
+from ociforge.cachedir import default_cache_dir
 from ociforge.errors import DigestMismatch, InvalidInput, NotFound
-from ociforge.layer import write_layer
+from ociforge.oci.blobstore import BlobStore
+from ociforge.oci.digest import of_bytes
+from ociforge.oci.layer import write_layer
 
 # ------------------------------------------------------------------------------------------
 # Synthetic .deb files: an ar archive with debian-binary, control.tar.gz and data.tar.*

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ociforge.base import build, default_recipe, load_recipe
+from ociforge.bases.base import build, default_recipe, load_recipe
 from tests.support.rootfs import run, unpack
 
 
@@ -30,7 +30,7 @@ def test_recipe_symlinks_under_bin_land_under_usr():
     """A real bin/ directory in the system layer would hide the bin -> usr/bin link below it."""
     import dataclasses
 
-    from ociforge import base
+    from ociforge.bases import base
 
     recipe = dataclasses.replace(load_recipe("python3.11-bookworm"), symlinks={"/bin/sh": "bash"})
     entries = base._system_entries(recipe, base.read_lock(recipe, "amd64"), {}, set())

@@ -13,8 +13,8 @@ import sklearn
 from sklearn.linear_model import LogisticRegression
 
 import ociforge
-from ociforge.layout import read_layout
-from ociforge.transport import open_source
+from ociforge.transports.layout import read_layout
+from ociforge.transports.transport import open_source
 from tests.build.conftest import serving
 from tests.support.rootfs import run
 
@@ -196,7 +196,7 @@ def test_docker_daemon_destination(pushed, engine):
     import docker
 
     result, *_ = pushed
-    from ociforge.transport import write_to
+    from ociforge.transports.transport import write_to
 
     write_to(result.image, "docker-daemon:ociforge-test/sk:1", base_url=engine)
     img = docker.DockerClient(base_url=engine).images.get("ociforge-test/sk:1")

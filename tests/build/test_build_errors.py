@@ -7,9 +7,9 @@ import textwrap
 import pytest
 
 import ociforge
-from ociforge.assemble import Addition, assemble
+from ociforge.builder.assemble import Addition, assemble
 from ociforge.errors import OciforgeError
-from ociforge.transport import write_to
+from ociforge.transports.transport import write_to
 from tests.build.test_model_forms import load_source
 from tests.support.registry import RegistryServer
 from tests.wheels.wheelmaker import make_wheel

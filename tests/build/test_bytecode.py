@@ -6,9 +6,9 @@ import sys
 
 import pytest
 
-from ociforge import bytecode
-from ociforge._pycworker import compile_module, imports_of
-from ociforge.blobstore import BlobStore
+from ociforge.oci.blobstore import BlobStore
+from ociforge.python import bytecode
+from ociforge.python._pycworker import compile_module, imports_of
 
 SP = "opt/ociforge/site-packages"
 TAG = sys.implementation.cache_tag
@@ -193,7 +193,7 @@ def test_host_pyc_gives_the_bytes_of_compiling(tmp_path):
     import random
     import sysconfig
 
-    from ociforge._pycworker import from_cache
+    from ociforge.python._pycworker import from_cache
 
     # real-world code: 150 modules of the standard library and installed packages, copied and
     # given a __pycache__ .pyc the way an import writes one (so no machine state is assumed)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import textwrap
 
-from ociforge.transport import open_source
+from ociforge.transports.transport import open_source
 from tests.build.conftest import serving
 
 

@@ -11,7 +11,7 @@ import pytest
 import requests
 
 import ociforge
-from ociforge.transport import open_source
+from ociforge.transports.transport import open_source
 from tests.build.conftest import serving
 
 

@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from ociforge.transport import open_source
+from ociforge.transports.transport import open_source
 
 
 def _project(root):

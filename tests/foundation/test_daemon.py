@@ -5,11 +5,11 @@ from __future__ import annotations
 import docker
 import pytest
 
-from ociforge.assemble import Addition, assemble
-from ociforge.blobstore import BlobStore
+from ociforge.builder.assemble import Addition, assemble
 from ociforge.errors import OciforgeError
-from ociforge.image import ConfigChanges
-from ociforge.transport import write_to
+from ociforge.oci.blobstore import BlobStore
+from ociforge.oci.image import ConfigChanges
+from ociforge.transports.transport import write_to
 
 
 def test_load_into_engine(tmp_path, engine):

@@ -13,10 +13,10 @@ import tarfile
 import pytest
 import zstandard
 
-from ociforge import mediatypes as mt
-from ociforge.blobstore import BlobStore
 from ociforge.errors import InvalidInput
-from ociforge.layer import Entry, entries_from_tree, write_layer
+from ociforge.oci import mediatypes as mt
+from ociforge.oci.blobstore import BlobStore
+from ociforge.oci.layer import Entry, entries_from_tree, write_layer
 
 
 def _tree(root):
@@ -201,7 +201,7 @@ def test_compressor_failure_is_raised_and_leaves_nothing(tmp_path, monkeypatch):
     raised by write_layer, the thread ends, and no blob is kept."""
     import threading
 
-    from ociforge import layer as layer_mod
+    from ociforge.oci import layer as layer_mod
 
     seen = []
 
@@ -229,8 +229,8 @@ def test_memory_stays_flat_for_a_large_layer(tmp_path):
             f.write(chunk)
     # VmHWM is this process image's own peak (ru_maxrss would carry pytest's size across exec).
     code = (
-        "from ociforge.blobstore import BlobStore\n"
-        "from ociforge.layer import Entry, write_layer\n"
+        "from ociforge.oci.blobstore import BlobStore\n"
+        "from ociforge.oci.layer import Entry, write_layer\n"
         f"l = write_layer([Entry.from_file('big', {str(big)!r})], BlobStore({str(tmp_path / 's')!r}), 'zstd')\n"
         "print([line.split()[1] for line in open('/proc/self/status') if line.startswith('VmHWM')][0])\n"
     )

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from ociforge import mediatypes as mt
 from ociforge.errors import InvalidInput
-from ociforge.manifest import (
+from ociforge.oci import mediatypes as mt
+from ociforge.oci.manifest import (
     Descriptor,
     ImageConfig,
     Index,
@@ -16,7 +16,7 @@ from ociforge.manifest import (
     canonical_json,
     parse_manifest_bytes,
 )
-from ociforge.platform import Platform, parse_platforms
+from ociforge.oci.platform import Platform, parse_platforms
 
 
 @pytest.mark.parametrize(

@@ -11,10 +11,10 @@ import tarfile
 
 import pytest
 
-from ociforge import tarformat
-from ociforge.blobstore import BlobStore
 from ociforge.errors import InvalidInput
-from ociforge.layer import Entry, decompressor, write_layer, write_tar
+from ociforge.oci import tarformat
+from ociforge.oci.blobstore import BlobStore
+from ociforge.oci.layer import Entry, decompressor, write_layer, write_tar
 
 NAMES = [
     "a",

@@ -8,11 +8,11 @@ import stat
 
 import pytest
 
-from ociforge.assemble import Addition, assemble
-from ociforge.blobstore import BlobStore
+from ociforge.builder.assemble import Addition, assemble
 from ociforge.errors import DigestMismatch, InvalidInput
-from ociforge.image import ConfigChanges, Image, ImageIndex
-from ociforge.transport import open_source, write_to
+from ociforge.oci.blobstore import BlobStore
+from ociforge.oci.image import ConfigChanges, Image, ImageIndex
+from ociforge.transports.transport import open_source, write_to
 
 
 @pytest.fixture

@@ -16,11 +16,11 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from ociforge.blobstore import BlobStore  # noqa: E402
-from ociforge.image import Image, append, make_index, store_source  # noqa: E402
-from ociforge.layer import Entry, write_layer  # noqa: E402
-from ociforge.platform import Platform  # noqa: E402
-from ociforge.regclient import RetryPolicy  # noqa: E402
+from ociforge.oci.blobstore import BlobStore  # noqa: E402
+from ociforge.oci.image import Image, append, make_index, store_source  # noqa: E402
+from ociforge.oci.layer import Entry, write_layer  # noqa: E402
+from ociforge.oci.platform import Platform  # noqa: E402
+from ociforge.transports.registry.client import RetryPolicy  # noqa: E402
 from tests.support.registry import RegistryServer  # noqa: E402
 
 FAST_RETRY = RetryPolicy(attempts=10, base=0.01, cap=0.05)

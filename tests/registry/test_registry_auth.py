@@ -5,10 +5,10 @@ import io
 import pytest
 import requests
 
-from ociforge import registry
-from ociforge.auth import AuthError, merge_scopes, parse_challenges
-from ociforge.credentials import Credential
-from ociforge.progress import LineProgress
+from ociforge.transports.progress import LineProgress
+from ociforge.transports.registry import remote as registry
+from ociforge.transports.registry.auth import AuthError, merge_scopes, parse_challenges
+from ociforge.transports.registry.credentials import Credential
 
 
 def test_parse_challenges():
@@ -160,8 +160,8 @@ def test_refresh_token_flow(token_registry, image_factory, no_credentials):
 def test_tokens_are_cached_until_they_expire(token_registry, no_credentials):
     import time
 
-    from ociforge.reference import Reference
-    from ociforge.registry import _client
+    from ociforge.oci.reference import Reference
+    from ociforge.transports.registry.remote import _client
 
     ts = token_registry.token_server
     ts.expires_in = 1

@@ -2,8 +2,8 @@
 
 import json
 
-from ociforge import registry
-from ociforge.layout import read_layout, write_layout
+from ociforge.transports.layout import read_layout, write_layout
+from ociforge.transports.registry import remote as registry
 
 
 def test_copy_layout_to_registry_and_back(http_registry, index_factory, cli, tmp_path):

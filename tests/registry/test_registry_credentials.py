@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from ociforge import credentials as creds
+from ociforge.transports.registry import credentials as creds
 
 
 def _b64(text: str) -> str:

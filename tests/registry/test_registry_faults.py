@@ -10,9 +10,9 @@ import threading
 import pytest
 import requests
 
-from ociforge import registry
 from ociforge.errors import OciforgeError
-from ociforge.image import ImageIndex
+from ociforge.oci.image import ImageIndex
+from ociforge.transports.registry import remote as registry
 from tests.registry.faultproxy import FaultProxy
 
 ACCEPT = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json"

@@ -6,9 +6,9 @@ import shutil
 import subprocess
 import sys
 
-from ociforge import registry
-from ociforge.image import ImageIndex
-from ociforge.layout import write_layout
+from ociforge.oci.image import ImageIndex
+from ociforge.transports.layout import write_layout
+from ociforge.transports.registry import remote as registry
 
 
 def test_skopeo_and_podman_read_what_ociforge_pushed(

@@ -2,8 +2,8 @@
 
 import io
 
-from ociforge.manifest import Descriptor
-from ociforge.progress import LineProgress, NullProgress, TtyProgress, make_progress
+from ociforge.oci.manifest import Descriptor
+from ociforge.transports.progress import LineProgress, NullProgress, TtyProgress, make_progress
 
 D = Descriptor("application/octet-stream", "sha256:" + "ab" * 32, 4 << 20)
 

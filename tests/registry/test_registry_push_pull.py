@@ -5,11 +5,11 @@ import os
 import pytest
 import requests
 
-from ociforge import registry
-from ociforge.blobstore import BlobStore
 from ociforge.errors import DigestMismatch, InvalidInput, NotFound, OciforgeError
-from ociforge.image import Image, ImageIndex, append, store_source
-from ociforge.regclient import RegistryError
+from ociforge.oci.blobstore import BlobStore
+from ociforge.oci.image import Image, ImageIndex, append, store_source
+from ociforge.transports.registry import remote as registry
+from ociforge.transports.registry.client import RegistryError
 
 
 def test_round_trip_index_and_platform_selection(http_registry, index_factory):
@@ -58,7 +58,7 @@ def test_second_image_on_same_base_mounts_base_layers(http_registry, image_facto
     base = image_factory(size=200 << 10)
     registry.push(base, http_registry.ref("pp/base:1"))
     pulled_base = registry.pull(http_registry.ref("pp/base:1"))
-    from ociforge.layer import Entry, write_layer
+    from ociforge.oci.layer import Entry, write_layer
 
     layer = write_layer([Entry.file("app/model.bin", os.urandom(1000))], store)
     child = append(pulled_base, [layer], store_source(store), store=store)
@@ -205,7 +205,7 @@ def test_retry_after_is_honored(http_registry, image_factory, monkeypatch):
     from tests.registry.faultproxy import FaultProxy
 
     slept = []
-    import ociforge.regclient as rc
+    import ociforge.transports.registry.client as rc
 
     monkeypatch.setattr(rc.time, "sleep", lambda s: slept.append(s))
     img = image_factory()
@@ -229,7 +229,7 @@ def test_locally_built_images_on_one_base_mount_from_the_first_push(
     """No pull at all: the first push is remembered, so the second image mounts the shared base."""
     monkeypatch.setenv("OCIFORGE_CACHE", str(tmp_path / "fresh-cache"))
     base = image_factory(size=300 << 10)
-    from ociforge.layer import Entry, write_layer
+    from ociforge.oci.layer import Entry, write_layer
 
     first = append(
         base, [write_layer([Entry.file("app/a", b"a")], store)], store_source(store), store=store
@@ -244,7 +244,7 @@ def test_locally_built_images_on_one_base_mount_from_the_first_push(
     assert base.layers[0].digest in http_registry.blob_digests("local/second")
     # a location that went stale costs nothing: the registry answers with an upload instead
     monkeypatch.setenv("OCIFORGE_CACHE", str(tmp_path / "other-cache"))
-    from ociforge import bloblocations
+    from ociforge.transports.registry import bloblocations
 
     bloblocations.record(http_registry.host, "local/nowhere", [first.layers[-1].digest])
     third = registry.push(first, http_registry.ref("local/third:1"))

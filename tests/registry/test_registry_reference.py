@@ -3,7 +3,7 @@
 import pytest
 
 from ociforge.errors import InvalidInput
-from ociforge.reference import Reference, normalize_registry
+from ociforge.oci.reference import Reference, normalize_registry
 
 D = "sha256:" + "a" * 64
 

@@ -9,7 +9,7 @@ API::
 
     from tests.support.rootfs import unpack, run, can_run
 
-    root = unpack(image, tmp_path / "rootfs")        # an ociforge.image.Image (any source)
+    root = unpack(image, tmp_path / "rootfs")        # an ociforge.oci.image.Image (any source)
     proc = run(root, ["/usr/bin/python3", "-c", "print(1)"], platform="linux/amd64",
                env=image.config.config.env_dict())   # subprocess.CompletedProcess (text)
     assert proc.returncode == 0, proc.stderr
@@ -39,8 +39,8 @@ import subprocess
 import tarfile
 from pathlib import Path
 
-from ociforge.layer import decompressor
-from ociforge.platform import Platform
+from ociforge.oci.layer import decompressor
+from ociforge.oci.platform import Platform
 
 QEMU = {"arm64": "qemu-aarch64-static"}
 

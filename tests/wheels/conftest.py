@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from wheelmaker import make_wheel  # noqa: E402
 
-from ociforge.resolve import IndexSettings, ResolveOptions  # noqa: E402
+from ociforge.python.resolve import IndexSettings, ResolveOptions  # noqa: E402
 
 
 @pytest.fixture(scope="session")

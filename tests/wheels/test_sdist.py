@@ -7,9 +7,9 @@ import textwrap
 
 import pytest
 
-from ociforge.resolve import NoWheel, resolve
-from ociforge.sdist import SdistBuildError
-from ociforge.target import Target
+from ociforge.python.resolve import NoWheel, resolve
+from ociforge.python.sdist import SdistBuildError
+from ociforge.python.target import Target
 
 
 def make_sdist(links, name: str, version: str, *, compiled: bool = False):

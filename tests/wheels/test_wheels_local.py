@@ -11,13 +11,13 @@ import tarfile
 
 import pytest
 
-from ociforge.blobstore import BlobStore
 from ociforge.errors import NotFound
-from ociforge.install import install_entries, wheel_layers
-from ociforge.lock import dumps, loads, read_lockfile
-from ociforge.resolve import IndexSettings, NoWheel, resolve
-from ociforge.target import debian_target
-from ociforge.wheelcache import WheelCache, fetch
+from ociforge.oci.blobstore import BlobStore
+from ociforge.python.install import install_entries, wheel_layers
+from ociforge.python.lock import dumps, loads, read_lockfile
+from ociforge.python.resolve import IndexSettings, NoWheel, resolve
+from ociforge.python.target import debian_target
+from ociforge.python.wheelcache import WheelCache, fetch
 
 AMD, ARM = debian_target("linux/amd64"), debian_target("linux/arm64")
 
@@ -150,10 +150,10 @@ def test_cache_verifies_on_use(local_options, tmp_path):
 
 def test_wheel_layers_are_remembered(tmp_path, monkeypatch):
     """A second install of the same wheels reuses the remembered layer: nothing is rewritten."""
-    from ociforge import install as install_mod
-    from ociforge.blobstore import BlobStore
-    from ociforge.lock import Lock, LockedWheel
-    from ociforge.target import Target
+    from ociforge.oci.blobstore import BlobStore
+    from ociforge.python import install as install_mod
+    from ociforge.python.lock import Lock, LockedWheel
+    from ociforge.python.target import Target
     from tests.wheels.wheelmaker import make_wheel
 
     whl = make_wheel(tmp_path, "memo-demo")
@@ -192,8 +192,8 @@ def test_wheel_layers_are_remembered(tmp_path, monkeypatch):
 
 def test_resolution_is_reused_within_its_ttl(tmp_path, monkeypatch):
     """A rebuild resolves nothing; OCIFORGE_RESOLVE_TTL=0 resolves every time."""
-    from ociforge import resolve as resolve_mod
-    from ociforge.target import Target
+    from ociforge.python import resolve as resolve_mod
+    from ociforge.python.target import Target
     from tests.wheels.wheelmaker import make_wheel
 
     links = tmp_path / "links"
@@ -237,7 +237,7 @@ def test_pyc_bytes_do_not_depend_on_the_process(tmp_path):
         "import hashlib, sys\n"
         "if sys.argv[1] == 'busy':\n"
         "    import json.decoder, json.encoder, email.parser, decimal  # noqa\n"
-        "from ociforge.install import compile_pyc\n"
+        "from ociforge.python.install import compile_pyc\n"
         f"print(hashlib.sha256(compile_pyc(open({str(src)!r}, 'rb').read(), '/m.py')).hexdigest())\n"
     )
     out = [
@@ -255,7 +255,7 @@ def test_unannotated_resolution_same_wheels_and_still_names_parents(tmp_path, mo
     requested_by; a wrong-variant problem is still explained with who pulled the library in."""
     from dataclasses import replace
 
-    from ociforge.resolve import ResolutionError, ResolveOptions, remembered
+    from ociforge.python.resolve import ResolutionError, ResolveOptions, remembered
     from tests.wheels.wheelmaker import make_wheel
 
     monkeypatch.setenv("OCIFORGE_CACHE", str(tmp_path / "cache"))
@@ -297,10 +297,10 @@ def test_a_wheel_of_many_small_files_is_never_all_in_memory(tmp_path):
     wheel = make_wheel(tmp_path / "w", "bulk", files=files)
     code = (
         "import sys\n"
-        "from ociforge.blobstore import BlobStore\n"
-        "from ociforge.install import install_entries\n"
-        "from ociforge.layer import write_layer\n"
-        "from ociforge.target import debian_target\n"
+        "from ociforge.oci.blobstore import BlobStore\n"
+        "from ociforge.python.install import install_entries\n"
+        "from ociforge.oci.layer import write_layer\n"
+        "from ociforge.python.target import debian_target\n"
         f"entries = install_entries({str(wheel)!r}, debian_target('linux/amd64'), bytecode=False)\n"
         f"layer = write_layer(entries, BlobStore({str(tmp_path / 's')!r}), 'zstd')\n"
         "print(layer.digest)\n"

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from ociforge.blobstore import BlobStore
-from ociforge.install import wheel_layers
-from ociforge.lock import dumps
-from ociforge.resolve import ResolutionError, ResolveOptions, resolve
-from ociforge.target import debian_target
-from ociforge.wheelcache import WheelCache
+from ociforge.oci.blobstore import BlobStore
+from ociforge.python.install import wheel_layers
+from ociforge.python.lock import dumps
+from ociforge.python.resolve import ResolutionError, ResolveOptions, resolve
+from ociforge.python.target import debian_target
+from ociforge.python.wheelcache import WheelCache
 
 pytestmark = pytest.mark.slow
 PYTHON = "/usr/bin/python3.11" if os.path.exists("/usr/bin/python3.11") else sys.executable

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ociforge.errors import InvalidInput
-from ociforge.target import Target, debian_target
+from ociforge.python.target import Target, debian_target
 
 
 def test_arm64_tags_are_aarch64_down_to_manylinux2014():

@@ -8,7 +8,7 @@ import zipfile
 
 import pytest
 
-from ociforge.wheelzip import SharedZip, WheelZip
+from ociforge.python.wheelzip import SharedZip, WheelZip
 
 
 def make_zip(path, members: dict[str, bytes]) -> None:

@@ -1,0 +1,416 @@
+"""``ociforge.build``: a Python model in, a multi-arch serving image out. The one build path.
+
+Layers, from least to most often changed, so a rebuild after a model change writes and pushes
+one small layer plus configs, manifests and the index:
+
+    base image layers (reused by digest, never read)
+    → dependency wheel layers (per big wheel, or grouped; shared across models and platforms)
+    → the bytecode of the modules the server imports at start
+    → the ociforge runtime layer (the same on every platform)
+    → the user's own code (modules the model imports from the project, as source)
+    → artifact layers (one per ``files`` entry; same files, same digest)
+    → the serialized model (``model.pkl`` + ``model.json``)
+
+Nothing runs inside the target: wheels are resolved and installed for each platform directly,
+so an arm64 image builds as fast as an amd64 one on any machine.
+
+:func:`build` reads as its steps: check the inputs → package the model → bases and targets →
+the layers of its own → resolve and fetch the wheels → each platform's layers and image → the
+index → write.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ociforge_runtime import local
+
+from ..cachedir import default_cache_dir
+from ..errors import BuildError, InvalidInput
+from ..model.imports import UserCode, auto_requirements, classify, referenced_modules
+from ..model.package import package_dir, package_model, read_package, startup_imports
+from ..oci.blobstore import BlobStore
+from ..oci.image import Image, ImageIndex, append, make_index, store_source
+from ..oci.layer import Layer, source_date_epoch, write_layer
+from ..oci.manifest import rfc3339
+from ..oci.platform import Platform, parse_platforms
+from ..python.bytecode import CompilePool, Source, entry_sources
+from ..python.install import can_compile_for, wheel_layers
+from ..python.lock import Lock, find_lock, read_lockfile
+from ..python.resolve import remembered, resolve
+from ..python.target import Target
+from ..python.wheelcache import fetch
+from ..transports.spec import check_writable
+from ..transports.transport import write_to
+from . import config, layers
+from .offline import preflight
+from .paths import ANNOTATION_PREFIX
+from .plan import (
+    bases_for,
+    host_python,
+    requirement_list,
+    resolve_options,
+    runtime_requirements,
+    targets_for,
+)
+
+
+@dataclass
+class BuildResult:
+    """What a build produced and where it went."""
+
+    reference: str
+    digest: str
+    platforms: list[Platform]
+    layers: dict[str, list[dict]]  # per platform: the new layers (digest, size, what)
+    size: int  # stored bytes of everything the index references (layers counted once)
+    image: Image | ImageIndex = field(repr=False)
+    requirements: list[str] = field(default_factory=list)
+    locks: dict = field(default_factory=dict, repr=False)
+    written: Any = field(default=None, repr=False)  # the transport's WriteResult (push stats...)
+
+    def to_json(self) -> dict:
+        return {
+            "reference": self.reference,
+            "digest": self.digest,
+            "platforms": [str(p) for p in self.platforms],
+            "layers": self.layers,
+            "size": self.size,
+            "requirements": self.requirements,
+        }
+
+
+def test(
+    model: Any, sample: Any, *, batch_size: int | None = None, metadata: dict | None = None
+) -> Any:
+    """Run ``sample`` through the same decode → predict → encode path the server uses, locally."""
+    return local.test(model, sample, batch_size=batch_size, card=metadata)
+
+
+def test_batch(
+    model: Any, samples: list, *, batch_size: int | None = None, metadata: dict | None = None
+) -> Any:
+    """The batch route's answer for ``samples``, computed locally."""
+    return local.test_batch(model, samples, batch_size=batch_size, card=metadata)
+
+
+def build(
+    model: Any,
+    *,
+    platforms: Sequence[str | Platform] = ("linux/amd64",),
+    requirements: Sequence[str] | str | os.PathLike | None = None,
+    python: str | None = None,
+    python_path: str | None = None,
+    libc: str | None = None,
+    base: str | Image | ImageIndex | None = None,
+    to: str = "oci:out:model",
+    name: str = "model",
+    version: str = "0.1.0",
+    batch_size: int | None = None,
+    gpu: str | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    files: Mapping[str, str] | None = None,
+    test_sample: Any = None,
+    compression: str = "gzip",
+    lock: str | os.PathLike | None = None,
+    offline: bool = False,
+    labels: Mapping[str, str] | None = None,
+    cache: str | os.PathLike | None = None,
+    bytecode: bool | None = None,
+    **registry_opts: Any,
+) -> BuildResult:
+    """Build ``model`` into an image for every platform and write it to ``to``.
+
+    ``requirements`` is a list, a requirements file, or ``"auto"`` (the model's imports mapped to
+    installed distributions at their exact versions). ``gpu`` is a CUDA variant (``"cu121"``).
+    ``files`` maps paths relative to the working directory in the image to local files or folders.
+    ``python_path`` (with ``python`` and ``libc``, e.g. ``"glibc 2.36"``) declares the Python of a
+    base where it cannot be found from the image's files and config.
+    ``test_sample`` runs :func:`test` first and refuses to build when it fails. ``lock`` is a lock
+    file from ``ociforge lock`` (a build from it resolves nothing); ``offline`` touches no network.
+    """
+    plats = _check_inputs(platforms, compression, to, offline, lock, base, python, gpu)
+    card = {**dict(metadata or {}), "name": name, "version": version}
+    epoch = source_date_epoch()
+    packaged = _package(model, requirements, batch_size, card, test_sample, plats, gpu, epoch)
+    store = BlobStore(cache or default_cache_dir())
+    bases = bases_for(base, plats, python, registry_opts, offline)
+    targets = targets_for(bases, python, python_path, libc, gpu)
+    all_reqs = packaged.requirements + runtime_requirements()
+    own = _own_layers(packaged, files, store, compression)
+    labels_ = config.labels(card, name, version, labels)
+    pool = CompilePool()
+    side = ThreadPoolExecutor(1, thread_name_prefix="ociforge-bytecode")
+    try:
+        locks, fetched = _resolve_and_fetch(all_reqs, targets, lock, offline, own, bytecode, pool)
+        images, report = [], {}
+        for p, target in targets.items():
+            named = _platform_layers(
+                target, locks[target], fetched[target], own, store, compression, bytecode,
+                offline, pool, side,
+            )  # fmt: skip
+            base_img, base_name = bases[p]
+            images.append(
+                _platform_image(base_img, base_name, target, named, labels_, epoch, store)
+            )
+            report[str(p)] = [
+                {"digest": layer.digest, "size": layer.size, "what": n} for n, layer in named
+            ]
+    finally:
+        side.shutdown(wait=True)
+        pool.close()
+    index = make_index(images, annotations=_index_annotations(labels_, epoch))
+    written = write_to(index, to, **registry_opts)
+    return BuildResult(
+        reference=written.reference,
+        digest=written.digest,
+        platforms=plats,
+        layers=report,
+        size=_stored_size(images),
+        image=index,
+        requirements=all_reqs,
+        locks=locks,
+        written=written,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# The steps, in the order build() takes them
+
+
+def _check_inputs(
+    platforms, compression: str, to: str, offline: bool, lock, base, python, gpu
+) -> list[Platform]:
+    """Everything that can be refused before any work: platforms, compression, the destination,
+    and (offline) every input the caches must hold, in one list of what is missing."""
+    plats = parse_platforms(list(platforms))
+    if not plats:
+        raise InvalidInput("build: no platforms given")
+    if compression not in ("gzip", "zstd", "none"):
+        raise InvalidInput(f"unknown compression {compression!r} (gzip, zstd or none)")
+    check_writable(to)
+    if offline:
+        preflight(plats, lock=lock, base=base, python=python or host_python(), gpu=gpu)
+    return plats
+
+
+@dataclass
+class Packaged:
+    """The model as the image carries it: its package files, the user's modules beside it, and
+    the requirements it needs."""
+
+    files: dict[str, bytes]
+    user_code: list[UserCode]
+    requirements: list[str]
+
+
+def _package(
+    model: Any,
+    requirements,
+    batch_size: int | None,
+    card: dict,
+    test_sample: Any,
+    plats: list[Platform],
+    gpu: str | None,
+    epoch: int,
+) -> Packaged:
+    """Test the model on the sample, pickle it (or read a package folder as it is), and find its
+    own modules and, with ``requirements="auto"``, the distributions it imports."""
+    packaged = package_dir(model)
+    if test_sample is not None and packaged is None:
+        try:
+            test(model, test_sample, batch_size=batch_size, metadata=card)
+        except local.LocalTestError as e:
+            raise BuildError(f"the model's test on the sample failed ({e}); not building") from None
+    user_code: list[UserCode] = []
+    if packaged is not None:  # a serialized model (e.g. from a bundle): its bytes as they are
+        pkg, user_code = read_package(packaged)
+    else:
+        build_info = {
+            "created": rfc3339(epoch),
+            "platforms": [str(p) for p in plats],
+            "gpu": gpu or "cpu",
+        }
+        pkg = package_model(model, batch_size, card, build_info)
+    if requirements == "auto":
+        reqs, found_code = auto_requirements(pkg["model.pkl"])
+        user_code = user_code if packaged is not None else found_code
+        print("requirements='auto' resolved to: " + (", ".join(reqs) or "(none)"), file=sys.stderr)
+    else:
+        reqs = requirement_list(requirements)
+        if packaged is None:
+            user_code, _third = classify(referenced_modules(pkg["model.pkl"]))
+    return Packaged(pkg, user_code, reqs)
+
+
+@dataclass
+class OwnLayers:
+    """The layers every platform shares (runtime, code, artifacts, model), and what the bytecode
+    step needs to know of the runtime's and the user's sources."""
+
+    runtime: Layer
+    code: Layer | None
+    code_names: list[str]
+    artifacts: list[tuple[str, Layer]]
+    model: Layer
+    own_files: dict[str, Source]  # the runtime's and the user's modules, by image path
+    roots: list[str]  # where the startup imports begin
+    code_hash: str  # a key over the runtime's and the user's sources
+
+
+def _own_layers(
+    packaged: Packaged, files: Mapping[str, str] | None, store: BlobStore, compression: str
+) -> OwnLayers:
+    runtime_entries = layers.runtime_entries()
+    code_entries = layers.code_entries(packaged.user_code)
+    runtime = write_layer(runtime_entries, store, compression)
+    code = write_layer(code_entries, store, compression) if code_entries else None
+    artifacts = layers.artifact_layers(files, store, compression)
+    model_layer = write_layer(layers.model_entries(packaged.files), store, compression)
+    own = runtime_entries + code_entries
+    own_files = entry_sources(own)
+    return OwnLayers(
+        runtime=runtime,
+        code=code,
+        code_names=[u.name for u in packaged.user_code],
+        artifacts=artifacts,
+        model=model_layer,
+        own_files=own_files,
+        roots=layers.startup_roots(own_files, startup_imports(packaged.files)),
+        code_hash=layers.entries_key(own, compression),
+    )
+
+
+def _resolve_and_fetch(
+    reqs: list[str],
+    targets: dict[Platform, Target],
+    lock_path,
+    offline: bool,
+    own: OwnLayers,
+    bytecode: bool | None,
+    pool: CompilePool,
+) -> tuple[dict[Target, Lock], dict[Target, list[Path]]]:
+    """A lock per target (from the lock file, or resolved) and its wheels in the cache. The
+    bytecode of the startup closure gets a head start from this Python's packages meanwhile."""
+    resolves = (
+        lock_path is None
+        and not offline
+        and not remembered(reqs, list(targets.values()), resolve_options())
+    )
+    warm = layers.start_prewarm(targets, bytecode, own.own_files, own.roots, pool, resolves)
+    try:
+        locks = _locks(reqs, list(targets.values()), lock_path, offline)
+        # downloading waits on the network too: the head start goes on meanwhile
+        fetched = {t: fetch(locks[t], offline=offline) for t in targets.values()}
+    finally:
+        pool.stop_optional()
+        if warm is not None:
+            warm.join()
+    return locks, fetched
+
+
+def _locks(reqs: list[str], targets: list[Target], lock_path, offline: bool) -> dict[Target, Lock]:
+    if lock_path is not None:
+        locks = read_lockfile(lock_path)
+        return {t: find_lock(locks, t) for t in targets}
+    if offline:
+        raise BuildError(
+            "offline=True needs a lock file: run `ociforge fetch` (or `ociforge lock`) on a "
+            "connected machine and pass its lock"
+        )
+    return resolve(reqs, targets, resolve_options())
+
+
+def _platform_layers(
+    target: Target,
+    lock: Lock,
+    wheel_files: list[Path],
+    own: OwnLayers,
+    store: BlobStore,
+    compression: str,
+    bytecode: bool | None,
+    offline: bool,
+    pool: CompilePool,
+    side: ThreadPoolExecutor,
+) -> list[tuple[str, Layer]]:
+    """The layers above one platform's base, each with the history line that says what it is."""
+    compile_ = can_compile_for(target) if bytecode is None else bytecode
+    if compile_ and not can_compile_for(target):
+        raise BuildError(
+            f"bytecode=True, but this is Python {host_python()} and the image has Python "
+            f"{target.python}: build with that Python or bytecode=None"
+        )
+    # the bytecode compiles in worker processes while the wheel layers compress here
+    pycs: Future | None = (
+        side.submit(
+            layers.startup_bytecode_layer,
+            target,
+            lock,
+            wheel_files,
+            own.own_files,
+            own.roots,
+            own.code_hash,
+            store,
+            compression,
+            pool,
+        )
+        if compile_
+        else None
+    )
+    wheels = wheel_layers(lock, target, store, compression, offline=offline, paths=wheel_files)
+    bytecode_layer = pycs.result() if pycs is not None else None
+    named: list[tuple[str, Layer]] = [
+        (f"wheels {w.descriptor.annotations.get('org.ociforge.wheels', '')}", w) for w in wheels
+    ]
+    if bytecode_layer is not None:
+        named.append(("bytecode of the modules loaded at start", bytecode_layer))
+    named.append(("ociforge runtime", own.runtime))
+    if own.code is not None:
+        named.append(("model code: " + ", ".join(own.code_names), own.code))
+    named.extend((f"artifact {rel}", layer) for rel, layer in own.artifacts)
+    named.append(("model", own.model))
+    return named
+
+
+def _platform_image(
+    base: Image,
+    base_name: str,
+    target: Target,
+    named: list[tuple[str, Layer]],
+    labels_: dict[str, str],
+    epoch: int,
+    store: BlobStore,
+) -> Image:
+    """One platform's image: its layers appended on its base, with the runtime's config."""
+    return append(
+        base,
+        [layer for _n, layer in named],
+        store_source(store),
+        changes=config.runtime_config(base, target, labels_),
+        history=[n for n, _l in named],
+        annotations=config.annotations(labels_),
+        created=epoch,
+        store=store,
+        base_name=base_name or None,
+    )
+
+
+def _index_annotations(labels_: dict[str, str], epoch: int) -> dict[str, str]:
+    out = config.annotations(labels_)
+    out[f"{ANNOTATION_PREFIX}created"] = rfc3339(epoch)
+    return out
+
+
+def _stored_size(images: list[Image]) -> int:
+    """Stored bytes of everything the images reference, each blob counted once."""
+    seen: dict[str, int] = {}
+    for img in images:
+        for d in img.blobs():
+            seen[d.digest] = d.size
+    return sum(seen.values())

@@ -1,0 +1,653 @@
+"""Resolution: requirements + targets → one :class:`~ociforge.python.lock.Lock` per target, run nowhere.
+
+    resolve(requirements, targets, options=ResolveOptions()) -> {Target: Lock}
+
+Which resolver, and why (measured on this project's CI machine, scikit-learn==1.5.2 for
+linux/arm64, warm caches; torch==2.5.1 for linux/amd64 CUDA; see ``benchmarks/wheels_bench.py``):
+
+=============================  ==================================  ==============================
+                               ``pip install --dry-run --report``  ``uv pip compile --format
+                               (pip 23.2, ``--platform`` …)        pylock.toml``
+=============================  ==================================  ==============================
+scikit-learn set, arm64        3.0 s                               0.3-0.6 s
+torch + nvidia-* (CUDA plan)   47 s, **downloads 2.5 GB** of       0.6 s, downloads only
+                               wheel bodies to read metadata       metadata (PEP 658), 1.3 MB
+markers of dependencies        evaluated for the *host* (a known   evaluated for
+                               pip limitation with ``--platform``) ``--python-platform``
+sizes / URLs / sha256          URL + sha256; no size               URL, sha256, size
+=============================  ==================================  ==============================
+
+So ociforge resolves with uv (a declared dependency; the PyPI ``uv`` package ships the binary):
+it is 5-80x faster, it is the only one of the two that can plan a CUDA image without fetching the
+multi-GB wheels, and it evaluates ``platform_machine``-style markers for the target. uv does not
+read pip's configuration, so :func:`pip_index_settings` reads it with pip's own loader (pip.conf,
+``PIP_INDEX_URL``/``PIP_EXTRA_INDEX_URL``/``PIP_FIND_LINKS``, ``cert``) and passes it on; an air-
+gapped mirror configured for pip therefore just works. ``--index-strategy unsafe-best-match``
+keeps pip's semantics (the best version across all indexes) unless the user asks otherwise.
+
+After uv answers, every wheel is checked against :meth:`Target.tags` (computed by ``packaging``
+for the target), and against the target's variant: a ``cpu`` target must not hold CUDA builds
+(``+cu121`` local versions, ``nvidia-*`` CUDA libraries), a CUDA target must not hold ``+cpu``
+builds or libraries of another CUDA major. A wrong local build is excluded and the resolution
+retried; what cannot be fixed that way is an error that says what to change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+import tomllib
+import urllib.parse
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name, parse_wheel_filename
+from packaging.version import Version
+from uv import find_uv_bin
+
+from ..cachedir import default_cache_dir
+from ..errors import InvalidInput, NotFound, OciforgeError
+from ..fsutil import atomic_write
+from .lock import Lock, LockedWheel, dumps, find_lock, loads
+from .sdist import build_pure_wheel
+from .target import Target
+
+log = logging.getLogger(__name__)
+
+TOP_LEVEL = "<requirements>"
+# uv names the manylinux levels it can target; newer glibc adds no wheel tags in practice.
+_UV_MAX_GLIBC_MINOR = 40
+_UV_MIN_GLIBC_MINOR = 17
+_CUDA_LIB = re.compile(
+    r"^nvidia-(cublas|cuda-(cupti|nvrtc|runtime|nvcc)|cudnn|cufft|cufile|curand|cusolver|"
+    r"cusparse|cusparselt|nccl|nvjitlink|nvtx|nvshmem)(-cu(?P<cuda>\d+))?$"
+)
+_MAX_VARIANT_RETRIES = 3
+
+
+class ResolutionError(OciforgeError):
+    """The requirements cannot be satisfied for a target (message says which and why)."""
+
+
+class NoWheel(ResolutionError):
+    """A package has no wheel for a target; names package, version, target and what exists."""
+
+
+@dataclass
+class IndexSettings:
+    """Where wheels come from. Defaults are the user's pip configuration."""
+
+    index_url: str | None = None
+    extra_index_urls: list[str] = field(default_factory=list)
+    find_links: list[str] = field(default_factory=list)
+    no_index: bool = False
+    cert: str | None = None
+
+    def merged(self, other: IndexSettings) -> IndexSettings:
+        """``other`` (command-line options) on top of ``self`` (pip configuration)."""
+        return IndexSettings(
+            other.index_url or self.index_url,
+            self.extra_index_urls
+            + [u for u in other.extra_index_urls if u not in self.extra_index_urls],
+            self.find_links + [u for u in other.find_links if u not in self.find_links],
+            other.no_index or self.no_index,
+            other.cert or self.cert,
+        )
+
+    def uv_args(self) -> list[str]:
+        args: list[str] = []
+        if self.no_index:
+            args.append("--no-index")
+        elif self.index_url:
+            args += ["--index-url", self.index_url]
+        if not self.no_index:
+            for u in self.extra_index_urls:
+                args += ["--extra-index-url", u]
+        for f in self.find_links:
+            args += ["--find-links", f]
+        return args
+
+    def credentials(self) -> dict[str, tuple[str, str]]:
+        """host → (user, password) from index URLs that embed them (never written to a lock)."""
+        out: dict[str, tuple[str, str]] = {}
+        for u in [self.index_url or "", *self.extra_index_urls, *self.find_links]:
+            p = urllib.parse.urlsplit(u)
+            if p.username and p.hostname:
+                out[p.hostname] = (
+                    urllib.parse.unquote(p.username),
+                    urllib.parse.unquote(p.password or ""),
+                )
+        return out
+
+
+def pip_index_settings() -> IndexSettings:
+    """The index settings pip would use here: env (``PIP_*``) over ``install`` over ``global``."""
+    try:
+        # pip's configuration machinery costs ~0.15 s to import: only when a build reads it
+        from pip._internal.configuration import Configuration
+
+        conf = Configuration(isolated=False)
+        conf.load()
+        items = dict(conf.items())
+    except Exception as e:  # pip missing or a broken pip.conf: say so, do not guess
+        raise InvalidInput(f"cannot read pip's configuration: {e}") from None
+
+    def get(name: str) -> str | None:
+        for section in (":env:", "install", "global"):
+            if f"{section}.{name}" in items:
+                return str(items[f"{section}.{name}"])
+        return None
+
+    def split(name: str) -> list[str]:
+        return (get(name) or "").split()
+
+    no_index = (get("no-index") or "").lower() in ("1", "true", "yes", "on")
+    return IndexSettings(
+        get("index-url"), split("extra-index-url"), split("find-links"), no_index, get("cert")
+    )
+
+
+@dataclass
+class ResolveOptions:
+    """How to resolve. ``index`` is added to the user's pip configuration (``use_pip_config``)."""
+
+    index: IndexSettings = field(default_factory=IndexSettings)
+    use_pip_config: bool = True
+    constraints: list[str] = field(default_factory=list)  # constraint files (-c)
+    index_strategy: str = "unsafe-best-match"
+    torch_backend: bool = False  # ask uv for PyTorch's own index of the target's variant
+    offline: bool = False
+    jobs: int = 4
+    # Fill each wheel's requested_by. That takes a second uv run of the same resolution (about
+    # 0.8 s of CPU for the example; pylock.toml has no dependency edges); a build, which never
+    # shows them, leaves it out, except to explain a wrong-variant problem.
+    annotate: bool = True
+
+    def settings(self) -> IndexSettings:
+        base = pip_index_settings() if self.use_pip_config else IndexSettings()
+        return base.merged(self.index)
+
+
+def uv_bin() -> str:
+    """The uv executable shipped by the ``uv`` package (or ``$OCIFORGE_UV``)."""
+    env = os.environ.get("OCIFORGE_UV")
+    if env:
+        return env
+    try:
+        return find_uv_bin()
+    except Exception:
+        found = shutil.which("uv")
+        if found:
+            return found
+        raise NotFound("the 'uv' resolver is not installed (pip install uv)") from None
+
+
+def uv_python_platform(target: Target) -> str:
+    if target.libc == "musl":
+        return f"{target.machine}-unknown-linux-musl"
+    major, minor = target.libc_version
+    minor = max(_UV_MIN_GLIBC_MINOR, min(minor, _UV_MAX_GLIBC_MINOR))
+    return f"{target.machine}-manylinux_{major}_{minor}"
+
+
+def _requirements_file(requirements: list[str] | str | os.PathLike, tmp: Path) -> Path:
+    """A requirements file for uv: the user's own file as given, or the strings written out."""
+    if isinstance(requirements, (str, os.PathLike)) and Path(requirements).is_file():
+        return Path(requirements).resolve()
+    if isinstance(requirements, str):
+        raise NotFound(f"requirements file {requirements} does not exist")
+    lines = []
+    for r in requirements:
+        r = str(r).strip()
+        if not r:
+            continue
+        if not r.startswith("-"):
+            try:
+                Requirement(r)
+            except InvalidRequirement as e:
+                raise InvalidInput(f"invalid requirement {r!r}: {e}") from None
+        lines.append(r)
+    if not lines:
+        raise InvalidInput("no requirements given")
+    path = tmp / "requirements.in"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def read_requirement_lines(path: Path) -> list[str]:
+    """The requirement lines as the user wrote them (recorded in the lock, not interpreted)."""
+    out = []
+    for line in path.read_text().splitlines():
+        line = line.split(" #", 1)[0].strip()
+        if line and not line.startswith("#"):
+            out.append(line)
+    return out
+
+
+def _uv_env(settings: IndexSettings) -> dict[str, str]:
+    env = dict(os.environ)
+    if settings.cert and "SSL_CERT_FILE" not in env:
+        env["SSL_CERT_FILE"] = settings.cert
+    env.setdefault("UV_NO_PROGRESS", "1")
+    return env
+
+
+def _run_uv(args: list[str], settings: IndexSettings, what: str) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(
+            args, capture_output=True, text=True, env=_uv_env(settings), check=False
+        )
+    except OSError as e:
+        raise NotFound(f"cannot run the resolver for {what}: {e.strerror}") from None
+
+
+def _start_uv(args: list[str], settings: IndexSettings) -> subprocess.Popen | None:
+    """uv started in the background (None when it cannot start: its answer is optional)."""
+    try:
+        return subprocess.Popen(
+            args,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env=_uv_env(settings),
+        )
+    except OSError:
+        return None
+
+
+_VIA = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._\-]*)(?:\[[^\]]*\])?==(\S+)\s*(?:#\s*via\s*(.*))?$")
+
+
+def _parse_via(text: str) -> dict[str, tuple[str, ...]]:
+    """``name==ver  # via a, b`` lines (uv's line annotation style) → {name: (a, b)}."""
+    out: dict[str, tuple[str, ...]] = {}
+    for line in text.splitlines():
+        m = _VIA.match(line.strip())
+        if not m:
+            continue
+        via = [v.strip() for v in (m.group(3) or "").split(",") if v.strip()]
+        names = []
+        for v in via:
+            if v.startswith("-r ") or v.startswith("-c "):
+                names.append(TOP_LEVEL)
+            else:
+                names.append(canonicalize_name(v.split("[")[0].split()[0]))
+        out[canonicalize_name(m.group(1))] = tuple(sorted(set(names)))
+    return out
+
+
+def _strip_auth(url: str) -> str:
+    p = urllib.parse.urlsplit(url)
+    if p.username or p.password:
+        netloc = p.hostname or ""
+        if p.port:
+            netloc += f":{p.port}"
+        return urllib.parse.urlunsplit((p.scheme, netloc, p.path, p.query, p.fragment))
+    return url
+
+
+def _size_of(url: str, given: int | None) -> int | None:
+    if given is not None:
+        return int(given)
+    if url.startswith("file:"):
+        try:
+            return os.stat(urllib.request.url2pathname(urllib.parse.urlsplit(url).path)).st_size
+        except OSError:
+            return None
+    return None
+
+
+def _no_wheel_error(out: str, target: Target) -> NoWheel | None:
+    """Turn uv's explanation into our message: package, version, target, what exists instead."""
+    m = re.search(
+        r"Because (?:only )?([A-Za-z0-9][A-Za-z0-9._\-]*)(?:(==|<=|>=|<|>|!=|~=)([^\s,]+))? has no "
+        r"(?:usable )?wheels",
+        out,
+    )
+    if not m:
+        m2 = re.search(r"there (?:is|are) no versions? of ([A-Za-z0-9][A-Za-z0-9._\-]*)(\S*)", out)
+        if not m2:
+            return None
+        name, version = m2.group(1), m2.group(2) or "(any version)"
+        instead = "no matching version on the configured indexes"
+    else:
+        name = m.group(1)
+        version = m.group(3) or "(any version)"
+        hints = [
+            ln.strip()[len("hint:") :].strip()
+            for ln in out.splitlines()
+            if ln.strip().startswith("hint:")
+        ]
+        instead = (
+            " ".join(h for h in hints if name in h) or "no wheel for any platform tag listed above"
+        )
+        if "no usable wheels" in out and not hints:
+            instead = "only a source distribution (sdist), and ociforge installs wheels only"
+    plats = ", ".join(target.platform_tags()[:2])
+    err = NoWheel(
+        f"{name} {version} has no wheel for target {target.key} "
+        f"(needs a {target.abi()}/abi3/py3 wheel tagged like {plats}); what exists instead: {instead}"
+    )
+    err.package = name
+    err.version = m.group(3) if m else None
+    err.sdist_only = bool(m) and (
+        "building from source is disabled" in out or "only a source distribution" in instead
+    )
+    return err
+
+
+def _uv_args(
+    target: Target,
+    reqs: Path,
+    settings: IndexSettings,
+    opts: ResolveOptions,
+    excludes: list[str],
+    tmp: Path,
+) -> list[str]:
+    if target.implementation != "cp":
+        raise InvalidInput(f"target {target.key}: only CPython targets can be resolved")
+    args = [
+        uv_bin(),
+        "pip",
+        "compile",
+        "--no-config",
+        "--quiet",
+        "--no-header",
+        "--python-platform",
+        uv_python_platform(target),
+        "--python-version",
+        target.python,
+        "--only-binary",
+        ":all:",
+        "--index-strategy",
+        opts.index_strategy,
+        *settings.uv_args(),
+    ]
+    if opts.offline:
+        args.append("--offline")
+    if opts.torch_backend:
+        args += ["--torch-backend", target.variant]
+    for c in opts.constraints:
+        args += ["--constraint", str(Path(c).resolve())]
+    if excludes:
+        ex = tmp / "variant-constraints.txt"
+        ex.write_text("".join(f"{e}\n" for e in excludes))
+        args += ["--constraint", str(ex)]
+    return args + [str(reqs)]
+
+
+def _variant_problems(target: Target, pkgs: list[LockedWheel]) -> tuple[list[str], list[str]]:
+    """(constraints that exclude a wrong local build, problems no constraint can fix)."""
+    exclude, fatal = [], []
+    cuda = target.cuda
+    cpu_libs: dict[str, list[str]] = {}  # parent -> CUDA libraries it pulls into a cpu target
+    for p in pkgs:
+        local = Version(p.version).local or ""
+        if local and (local == "cpu" or re.fullmatch(r"cu\d+", local)):
+            ok = local == "cpu" if cuda is None else local != "cpu" and _cuda_local_ok(local, cuda)
+            if not ok:
+                exclude.append(f"{p.name}!={p.version}")
+        lib = _CUDA_LIB.match(p.key)
+        if not lib:
+            continue
+        if cuda is None:
+            parents = [r for r in p.requested_by if not _CUDA_LIB.match(r)] or ["<requirements>"]
+            for parent in parents:
+                cpu_libs.setdefault(parent, []).append(p.name)
+        elif lib.group("cuda") and int(lib.group("cuda")) != cuda[0]:
+            fatal.append(
+                f"{p.name} {p.version} is built for CUDA {lib.group('cuda')}, not {cuda[0]}"
+            )
+    versions = {p.key: p.version for p in pkgs}
+    for parent, libs in sorted(cpu_libs.items()):
+        fatal.append(
+            f"{parent} {versions.get(parent, '')} is a CUDA build here: it pulls in "
+            f"{len(libs)} CUDA libraries ({', '.join(sorted(libs))})"
+        )
+    return exclude, fatal
+
+
+def _cuda_local_ok(local: str, cuda: tuple[int, int | None]) -> bool:
+    digits = local[2:]
+    major, minor = int(digits[:2]), int(digits[2:] or 0)
+    return major == cuda[0] and (cuda[1] is None or minor == cuda[1])
+
+
+def resolve_one(
+    requirements: list[str] | str | os.PathLike,
+    target: Target,
+    options: ResolveOptions | None = None,
+    settings: IndexSettings | None = None,
+) -> Lock:
+    """Resolve for one target. Raises :class:`NoWheel` / :class:`ResolutionError`."""
+    opts = options or ResolveOptions()
+    settings = settings or opts.settings()
+    excludes: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="ociforge-resolve-") as td:
+        tmp = Path(td)
+        reqs = _requirements_file(requirements, tmp)
+        built: set[str] = set()
+        for _ in range(_MAX_VARIANT_RETRIES + 1):
+            try:
+                lock = _resolve_pass(reqs, target, opts, settings, excludes, tmp, opts.annotate)
+            except NoWheel as e:
+                # A pure-Python sdist becomes a wheel on the host (the same for every platform),
+                # and the resolution is retried with it; anything else stays an error.
+                if not getattr(e, "sdist_only", False) or e.package in built or opts.offline:
+                    raise
+
+                found = build_pure_wheel(e.package, e.version, settings.uv_args(), settings.cert)
+                built.add(e.package)
+                settings = settings.merged(IndexSettings(find_links=[str(found)]))
+                continue
+            more, fatal = _variant_problems(target, lock.packages)
+            if (more or fatal) and not opts.annotate:  # the messages name who pulled them in
+                lock = _resolve_pass(reqs, target, opts, settings, excludes, tmp, True)
+                more, fatal = _variant_problems(target, lock.packages)
+            if fatal:
+                hint = (
+                    "use a CPU build (for PyTorch: the index https://download.pytorch.org/whl/cpu, "
+                    "or --torch-backend) or a CUDA variant target"
+                    if target.cuda is None
+                    else "pin a build for this CUDA version or change the target's variant"
+                )
+                raise ResolutionError(
+                    f"target {target.key}: the resolution holds builds of the wrong variant: "
+                    f"{'; '.join(fatal)}; {hint}"
+                )
+            new = [e for e in more if e not in excludes]
+            if not new:
+                if more:
+                    raise ResolutionError(
+                        f"target {target.key}: only builds of another variant are available: "
+                        f"{', '.join(more)}"
+                    )
+                lock.requirements = read_requirement_lines(reqs)
+                return lock
+            log.info("%s: excluding builds of another variant: %s", target.key, ", ".join(new))
+            excludes += new
+    raise ResolutionError(
+        f"target {target.key}: could not settle on builds for variant {target.variant}"
+    )
+
+
+def _resolve_pass(
+    reqs: Path,
+    target: Target,
+    opts: ResolveOptions,
+    settings: IndexSettings,
+    excludes: list[str],
+    tmp: Path,
+    annotate: bool = True,
+) -> Lock:
+    base = _uv_args(target, reqs, settings, opts, excludes, tmp)
+    pylock = tmp / "pylock.toml"
+    pylock.unlink(missing_ok=True)
+    # requested_by comes from a second uv run of the same resolution (the "via" annotations);
+    # it runs beside the first instead of after it (the two were 1.3 + 0.75 s).
+    via_proc = (
+        _start_uv(base + ["--annotation-style", "line", "--no-strip-extras"], settings)
+        if annotate
+        else None
+    )
+    try:
+        res = _run_uv(base + ["--format", "pylock.toml", "-o", str(pylock)], settings, target.key)
+        if res.returncode != 0:
+            out = _strip_auth_text(res.stderr + res.stdout, settings)
+            err = _no_wheel_error(out, target)
+            if err:
+                raise err
+            raise ResolutionError(f"cannot resolve for target {target.key}:\n{out.strip()}")
+        via_out = via_proc.communicate()[0] if via_proc is not None else ""
+        via = _parse_via(via_out) if via_proc is not None and via_proc.returncode == 0 else {}
+    finally:
+        if via_proc is not None and via_proc.poll() is None:
+            via_proc.kill()
+            via_proc.communicate()
+    doc = tomllib.loads(pylock.read_text())
+    pkgs: list[LockedWheel] = []
+    for p in doc.get("packages", []):
+        wheels = p.get("wheels") or []
+        if not wheels:
+            raise NoWheel(
+                f"{p['name']} {p.get('version', '?')} has no wheel for target {target.key}; "
+                f"what exists instead: only a source distribution"
+            )
+        w = wheels[0]
+        url = _strip_auth(w["url"])
+        filename = w.get("name") or urllib.parse.unquote(url.rsplit("/", 1)[-1].split("#")[0])
+        if not target.supports(filename):
+            raise NoWheel(
+                f"{p['name']} {p.get('version')}: the resolver picked {filename}, which does not fit "
+                f"target {target.key}"
+            )
+        sha = (w.get("hashes") or {}).get("sha256")
+        if not sha:
+            raise ResolutionError(f"{filename}: the index gives no sha256; cannot lock it")
+        name = canonicalize_name(p["name"])
+        pkgs.append(
+            LockedWheel(
+                name,
+                str(p["version"]),
+                filename,
+                url,
+                sha.lower(),
+                _size_of(w["url"], w.get("size")),
+                via.get(name, ()),
+            )
+        )
+    return Lock(target, pkgs)
+
+
+def _strip_auth_text(text: str, settings: IndexSettings) -> str:
+    for _host, (user, password) in settings.credentials().items():
+        for secret in (password, urllib.parse.quote(password, safe="")):
+            if secret:
+                text = text.replace(secret, "****")
+        del user
+    return text
+
+
+def resolve(
+    requirements: list[str] | str | os.PathLike,
+    targets: list[Target],
+    options: ResolveOptions | None = None,
+) -> dict[Target, Lock]:
+    """Resolve for every target (in parallel; each is an independent resolution)."""
+    opts = options or ResolveOptions()
+    settings = opts.settings()
+    if not targets:
+        raise InvalidInput("no targets to resolve for")
+    with ThreadPoolExecutor(max_workers=max(1, min(opts.jobs, len(targets)))) as ex:
+        futures = {t: ex.submit(_remembered, requirements, t, opts, settings) for t in targets}
+        return {t: f.result() for t, f in futures.items()}
+
+
+def resolve_ttl() -> float:
+    """How long a resolution is reused, in seconds: ``$OCIFORGE_RESOLVE_TTL``, default 24 hours.
+
+    A rebuild then resolves nothing (as a Dockerfile's cached ``RUN pip install`` never does);
+    ``0`` resolves every time. A lock file (``ociforge lock``) pins a resolution for good.
+    """
+    raw = os.environ.get("OCIFORGE_RESOLVE_TTL", "").strip()
+    try:
+        return float(raw) if raw else 24 * 3600.0
+    except ValueError:
+        raise InvalidInput(f"OCIFORGE_RESOLVE_TTL={raw!r} is not a number of seconds") from None
+
+
+def _memo_path(requirements, target: Target, opts: ResolveOptions, settings: IndexSettings) -> Path:
+    if isinstance(requirements, (str, os.PathLike)):
+        reqs = read_requirement_lines(Path(requirements))
+    else:
+        reqs = [str(r) for r in requirements]
+    constraints = [
+        Path(c).read_text(errors="replace") for c in opts.constraints if Path(c).is_file()
+    ]
+    blob = json.dumps(
+        [
+            reqs,
+            target.to_json(),
+            settings.uv_args(),
+            settings.cert,
+            opts.index_strategy,
+            opts.torch_backend,
+            constraints,
+            opts.constraints,
+            opts.annotate,
+        ],
+        sort_keys=True,
+    ).encode()
+    return default_cache_dir() / "resolutions" / f"{hashlib.sha256(blob).hexdigest()}.json"
+
+
+def _fresh(path: Path | None) -> bool:
+    try:
+        return path is not None and time.time() - path.stat().st_mtime < resolve_ttl()
+    except OSError:
+        return False
+
+
+def remembered(
+    requirements: list[str] | str | os.PathLike,
+    targets: list[Target],
+    options: ResolveOptions | None = None,
+) -> bool:
+    """Whether :func:`resolve` would answer from its memo for every target (no network, no uv):
+    a build then has no resolution to overlap other work with."""
+    opts = options or ResolveOptions()
+    if resolve_ttl() <= 0:
+        return False
+    settings = opts.settings()
+    return all(_fresh(_memo_path(requirements, t, opts, settings)) for t in targets)
+
+
+def _remembered(
+    requirements, target: Target, opts: ResolveOptions, settings: IndexSettings
+) -> Lock:
+    """:func:`resolve_one`, reusing the same resolution from the last ``resolve_ttl()`` seconds."""
+    path = _memo_path(requirements, target, opts, settings) if resolve_ttl() > 0 else None
+    if _fresh(path):
+        try:
+            return find_lock(loads(path.read_text()), target)
+        except (OciforgeError, OSError):
+            pass  # an unreadable memo is just a miss
+    lock = resolve_one(requirements, target, opts, settings)
+    if path is not None:
+        atomic_write(path, dumps([lock]), mkdir=True)
+    return lock
+
+
+def wheel_tags_summary(filename: str) -> str:
+    _, _, _, wtags = parse_wheel_filename(filename)
+    return ".".join(sorted({t.platform for t in wtags}))
