@@ -79,7 +79,12 @@ def measure(work: Path, opts: dict, log: Log) -> tuple[list[Row], dict]:
     push_rows = push.rows(built.multi_image, "iris", opts["push_rounds"], work / "push")
 
     rows += layer_rows + push_rows + size_rows + start_rows + serve_rows
-    return sorted(rows, key=lambda r: r.case.split(".")[0]), info
+    if opts.get("weights_gib"):
+        from . import weights_bench
+
+        log(f"weights modelcar, {opts['weights_gib']:g} GiB (10, opt-in)")
+        rows += weights_bench.rows(work / "weights", opts["weights_gib"], 1, log)
+    return sorted(rows, key=lambda r: int(r.case.split(".")[0])), info
 
 
 def ours_workers() -> int:
@@ -96,10 +101,18 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, help="also write the JSON here")
     ap.add_argument("--runs", type=int, help="build runs (default 3, --quick 1)")
     ap.add_argument("--keep", action="store_true", help="keep the work folder (images, caches)")
+    ap.add_argument(
+        "--weights",
+        type=float,
+        metavar="GIB",
+        help="also row 10: a GIB-sized incompressible weight file as a modelcar (e.g. 4)",
+    )
     args = ap.parse_args(argv)
     opts = dict(QUICK if args.quick else FULL)
     if args.runs:
         opts["runs"] = args.runs
+    if args.weights:
+        opts["weights_gib"] = args.weights
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "runtimes"))
 
     log = Log()

@@ -4,8 +4,10 @@
 
 Throughput: requests per second and p99 latency for a small JSON prediction,
 ``python -m ociforge_runtime`` against a bare Flask app calling the same
-predict function, both under gunicorn with the same gthread worker and thread
-counts, driven by the same keep-alive load generator on loopback, all three servers
+predict function, both under gunicorn with the same worker and thread counts
+(the bare app with ``gthread``, the runtime with its own worker, which reads
+whole requests in an event loop before a thread runs the app), driven by the
+same keep-alive load generator on loopback, all three servers
 up at once and loaded in interleaved bursts (medians; target: the
 runtime at >= 90% of the bare app's requests per second).
 
@@ -400,6 +402,254 @@ def cold_start(args, tmp: str) -> list[dict]:
     return rows
 
 
+def tensor_sum(x):
+    """The binary-vs-JSON prediction: a large tensor in, its sum out (the input path dominates)."""
+    import numpy as np
+
+    return np.asarray([x.sum(dtype=np.float64)])
+
+
+def binary_vs_json(args, tmp: str) -> list[dict]:
+    """OIP v2 infer with a 1 MB FP32 input (262,144 values), JSON ``data`` against the binary
+    tensor extension, the same server and client (one keep-alive connection, sequential),
+    interleaved in rounds; medians of per-request latency."""
+    import json as _json
+
+    import numpy as np
+    import requests
+
+    model_dir = os.path.join(tmp, "tensor_sum")
+    write_package(model_dir, package_files(tensor_sum, card={"name": "tsum"}))
+    port = free_port()
+    log = open(os.path.join(tmp, "binary-stdout.log"), "wb")  # noqa: SIM115
+    proc = start_runtime(model_dir, port, 1, args.threads, False, log)
+    url = f"http://127.0.0.1:{port}/v2/models/tsum/infer"
+    x = np.random.default_rng(0).random(262144, dtype=np.float32)
+    raw = x.tobytes()
+    header = _json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "x",
+                    "shape": [x.size],
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": len(raw)},
+                }
+            ]
+        }
+    ).encode()
+    bodies = {
+        "JSON data": (
+            _json.dumps(
+                {
+                    "inputs": [
+                        {"name": "x", "shape": [x.size], "datatype": "FP32", "data": x.tolist()}
+                    ]
+                }
+            ).encode(),
+            {"Content-Type": "application/json"},
+        ),
+        "binary extension": (
+            header + raw,
+            {
+                "Content-Type": "application/octet-stream",
+                "Inference-Header-Content-Length": str(len(header)),
+            },
+        ),
+    }
+    expected = float(x.sum(dtype=np.float64))
+    times: dict[str, list[float]] = {k: [] for k in bodies}
+    try:
+        with requests.Session() as session:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if session.get(f"http://127.0.0.1:{port}/v2/health/ready").ok:
+                        break
+                except requests.ConnectionError:
+                    pass
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("binary benchmark server did not start")
+                time.sleep(0.05)
+            for name, (body, headers) in bodies.items():  # warm up, and check the answer
+                r = session.post(url, data=body, headers=headers)
+                got = r.json()["outputs"][0]["data"][0]
+                assert abs(got - expected) < 1e-3 * abs(expected), (name, got, expected)
+            for _ in range(args.binary_rounds):
+                for name, (body, headers) in bodies.items():
+                    for _ in range(5):
+                        t0 = time.perf_counter()
+                        r = session.post(url, data=body, headers=headers)
+                        times[name].append(time.perf_counter() - t0)
+                        if r.status_code != 200:
+                            raise RuntimeError(f"{name}: {r.status_code} {r.text[:200]}")
+    finally:
+        _stop(proc)
+        log.close()
+    json_ms = statistics.median(times["JSON data"]) * 1000
+    rows = []
+    for name, (body, _) in bodies.items():
+        ms = statistics.median(times[name]) * 1000
+        rows.append(
+            {
+                "encoding": name,
+                "body_MB": f"{len(body) / 1e6:.2f}",
+                "requests": len(times[name]),
+                "median_ms": f"{ms:.2f}",
+                "req_per_s": f"{1000 / ms:.1f}",
+                "speedup": f"{json_ms / ms:.1f}x",
+            }
+        )
+    return rows
+
+
+def affine(x):
+    """The gRPC-vs-REST prediction: 2x + 1 on a float32 tensor."""
+    import numpy as np
+
+    return np.asarray(x, dtype=np.float32) * 2 + 1
+
+
+def _rest_client(port: int, duration: float, body: bytes, queue) -> None:
+    import requests
+
+    url = f"http://127.0.0.1:{port}/v2/models/affine/infer"
+    out: list[float] = []
+    errors = 0
+    with requests.Session() as session:
+        stop_at = time.monotonic() + duration
+        while time.monotonic() < stop_at:
+            t0 = time.perf_counter()
+            r = session.post(url, data=body, headers={"Content-Type": "application/json"})
+            if r.status_code == 200:
+                out.append(time.perf_counter() - t0)
+            else:
+                errors += 1
+    queue.put((out, errors))
+
+
+def _grpc_client(port: int, duration: float, request: bytes, queue) -> None:
+    import grpc  # imported in the forked client only: gRPC must not cross a fork
+
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        call = channel.unary_unary(
+            "/inference.GRPCInferenceService/ModelInfer",
+            request_serializer=lambda b: b,  # the request is serialized once, up front
+            response_deserializer=lambda b: b,
+        )
+        out: list[float] = []
+        errors = 0
+        stop_at = time.monotonic() + duration
+        while time.monotonic() < stop_at:
+            t0 = time.perf_counter()
+            try:
+                call(request, timeout=30)
+                out.append(time.perf_counter() - t0)
+            except grpc.RpcError:
+                errors += 1
+    queue.put((out, errors))
+
+
+def grpc_vs_rest(args, tmp: str) -> list[dict]:
+    """OIP v2 over gRPC (raw_input_contents) against OIP v2 REST (JSON ``data``) on the same
+    server and model: ``--grpc-clients`` processes each sending requests one after another over
+    one connection, the two protocols interleaved in ``--grpc-rounds`` rounds; requests/s summed
+    over the clients (medians of the rounds), latency percentiles over all requests."""
+    import json as _json
+
+    import numpy as np
+
+    sys.path.insert(0, str(RUNTIMES))
+    from ociforge_runtime._proto import grpc_predict_v2_pb2 as pb
+
+    model_dir = os.path.join(tmp, "affine")
+    write_package(model_dir, package_files(affine, card={"name": "affine"}))
+    port, gport = free_port(), free_port()
+    log = open(os.path.join(tmp, "grpc-stdout.log"), "wb")  # noqa: SIM115
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(RUNTIMES),
+        "OCIFORGE_MODEL_DIR": model_dir,
+        "PORT": str(port),
+        "GRPC_PORT": str(gport),
+        "OCIFORGE_GRPC": "1",
+        "OCIFORGE_WORKERS": str(args.workers),
+        "OCIFORGE_THREADS": str(args.threads),
+        "OCIFORGE_ACCESS_LOG": "0",
+        "OCIFORGE_LOG_LEVEL": "warning",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ociforge_runtime"], env=env, stdout=log, stderr=subprocess.DEVNULL
+    )
+    payloads = {
+        "1x4 FP32": np.arange(4, dtype=np.float32).reshape(1, 4),
+        "1 MB FP32": np.random.default_rng(0).random((1, 262144), dtype=np.float32),
+    }
+    rows = []
+    ctx = mp.get_context("fork")
+    try:
+        _wait_predict(port, b"[1.0]", proc)  # /predict: the model is loaded in a worker
+        for label, x in payloads.items():
+            rest_body = _json.dumps(
+                {
+                    "inputs": [
+                        {"name": "x", "shape": list(x.shape), "datatype": "FP32",
+                         "data": x.ravel().tolist()}
+                    ]
+                }
+            ).encode()  # fmt: skip
+            request = pb.ModelInferRequest(model_name="affine")
+            request.inputs.add(name="x", datatype="FP32", shape=list(x.shape))
+            request.raw_input_contents.append(x.astype("<f4").tobytes())
+            clients = {
+                "REST (JSON)": (_rest_client, port, rest_body),
+                "gRPC (raw)": (_grpc_client, gport, request.SerializeToString()),
+            }
+            rps: dict[str, list[float]] = {k: [] for k in clients}
+            lat: dict[str, list[float]] = {k: [] for k in clients}
+            errors = dict.fromkeys(clients, 0)
+            for i in range(args.grpc_rounds):
+                order = list(clients) if i % 2 == 0 else list(reversed(clients))
+                for name in order:
+                    fn, p, body = clients[name]
+                    queue = ctx.Queue()
+                    workers = [
+                        ctx.Process(target=fn, args=(p, args.grpc_duration, body, queue))
+                        for _ in range(args.grpc_clients)
+                    ]
+                    for w in workers:
+                        w.start()
+                    done = 0
+                    for _ in workers:
+                        out, errs = queue.get()
+                        done += len(out)
+                        lat[name].extend(out)
+                        errors[name] += errs
+                    for w in workers:
+                        w.join()
+                    rps[name].append(done / args.grpc_duration)
+            base = statistics.median(rps["REST (JSON)"])
+            for name in clients:
+                ls = sorted(lat[name])
+                n = len(ls)
+                median_rps = statistics.median(rps[name])
+                rows.append(
+                    {
+                        "input": label,
+                        "protocol": name,
+                        "req_per_s": f"{median_rps:.0f}",
+                        "p50_ms": f"{ls[n // 2] * 1000:.2f}" if n else "-",
+                        "p99_ms": f"{ls[min(n - 1, int(n * 0.99))] * 1000:.2f}" if n else "-",
+                        "vs_REST": f"{median_rps / base:.2f}x" if base else "-",
+                        "errors": errors[name],
+                    }
+                )
+    finally:
+        _stop(proc)
+        log.close()
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -415,9 +665,18 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5, help="cold starts per model")
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--skip-cold-start", action="store_true")
+    parser.add_argument("--skip-binary", action="store_true")
+    parser.add_argument(
+        "--binary-rounds", type=int, default=6, help="rounds of 5 requests per encoding"
+    )
+    parser.add_argument("--skip-grpc", action="store_true")
+    parser.add_argument("--grpc-rounds", type=int, default=4, help="rounds per protocol")
+    parser.add_argument("--grpc-duration", type=float, default=2.0, help="seconds per round")
+    parser.add_argument("--grpc-clients", type=int, default=4, help="client processes")
     args = parser.parse_args()
     print(
-        f"{available_cpus()} CPUs; gunicorn gthread, {args.workers} workers x {args.threads} threads; "
+        f"{available_cpus()} CPUs; gunicorn, {args.workers} workers x {args.threads} threads "
+        "(bare app: gthread; runtime: its own worker); "
         f"load: {args.client_procs} processes x {args.conns} keep-alive connections, "
         f"{args.bursts} interleaved bursts of {args.duration:g}s each (medians)"
     )
@@ -429,6 +688,17 @@ def main() -> None:
         if not args.skip_cold_start:
             rows = cold_start(args, tmp)
             print(f"\nCold start, median of {args.runs} (target: ratio <= 1.5)\n")
+            print(table(rows, [(k, k) for k in rows[0]]))
+        if not args.skip_binary:
+            rows = binary_vs_json(args, tmp)
+            print("\nOIP v2 infer, 1 MB FP32 input: JSON vs binary tensor extension (medians)\n")
+            print(table(rows, [(k, k) for k in rows[0]]))
+        if not args.skip_grpc:
+            rows = grpc_vs_rest(args, tmp)
+            print(
+                f"\nOIP v2 over gRPC vs REST, same server and model, {args.grpc_clients} "
+                "sequential clients (medians)\n"
+            )
             print(table(rows, [(k, k) for k in rows[0]]))
 
 

@@ -4,6 +4,7 @@ import ociforge
 ociforge.test(predict, sample)                      # the server's path, run locally
 result = ociforge.build(predict, platforms=["linux/amd64", "linux/arm64"],
                         requirements=["scikit-learn==1.5.2"], to="oci:out:iris")
+ociforge.weights(["./llama"], to="registry.example.com/team/llama:1")  # a KServe modelcar
 
 The package is laid out the way a model's bytes go: ``model`` (the model in) → ``python`` (its
 wheels for each target) and ``bases`` (the images under it) → ``oci`` (layers, manifests, images)
@@ -17,9 +18,10 @@ from .errors import BuildError
 from .version import __version__
 
 if TYPE_CHECKING:
+    from .artifacts.build import weights
     from .builder.build import BuildResult, build, test, test_batch
 
-__all__ = ["build", "test", "test_batch", "BuildResult", "BuildError", "__version__"]
+__all__ = ["build", "test", "test_batch", "weights", "BuildResult", "BuildError", "__version__"]
 
 
 def __getattr__(name: str):
@@ -31,4 +33,9 @@ def __getattr__(name: str):
         value = getattr(_build, name)
         globals()[name] = value
         return value
+    if name == "weights":
+        from .artifacts.build import weights
+
+        globals()[name] = weights
+        return weights
     raise AttributeError(f"module 'ociforge' has no attribute {name!r}")

@@ -49,3 +49,8 @@ class MissingInputs(OciforgeError):
             f"  OCIFORGE_CACHE={shlex.quote(str(cache))} {command}\n"
             f"then copy that folder here (or carry everything in an `ociforge bundle`)"
         )
+
+
+class SignatureError(OciforgeError):
+    """A signature that is missing, does not verify with the key given, or signs something else;
+    also a key that cannot be used (not a key, wrong password)."""

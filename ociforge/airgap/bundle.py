@@ -18,6 +18,15 @@ pushed or used), no file is stored twice, and the images stay readable by every 
 bundle (a changed byte is refused, naming the blob, before anything is sent); blobs the registry
 already has are skipped. ``rebuild`` redoes the model image from the bundle alone, offline, with
 the same digests.
+
+A bundle that hashes right can still be hostile: every blob hashes to its own name whoever made
+it. So the model's layers are unpacked by :func:`ociforge.oci.untar.extract` (nothing lands
+outside the rebuild's work folder: no ``..``, no absolute names, no links out, no duplicates, no
+setuid bits, at most ``max_members`` members and ``max_bytes`` bytes, :data:`~ociforge.oci.untar.
+MAX_MEMBERS` and :data:`~ociforge.oci.untar.MAX_BYTES` unless set), ``verify`` runs the same
+checks without writing, and ``expect_digest`` ties a bundle to its origin: the sha256 of the
+bundle file (``export`` prints it) or the digest of one of its images, said on the connected side
+and checked here before anything is pushed or built.
 """
 
 from __future__ import annotations
@@ -29,7 +38,6 @@ import json
 import os
 import re
 import shutil
-import tarfile
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -39,14 +47,17 @@ from typing import Any
 from ..bases import base as bases
 from ..bases import debian
 from ..builder.build import build
+from ..builder.layers import CODE_IGNORE_FILE
 from ..builder.paths import APP_DIR, CODE_DIR, MODEL_DIR
 from ..errors import DigestMismatch, InvalidInput, NotFound, OciforgeError
 from ..oci import mediatypes as mt
 from ..oci.blobstore import BlobStore
-from ..oci.digest import CHUNK
+from ..oci.digest import CHUNK, validate
 from ..oci.image import Image, ImageIndex, open_layer_tar
-from ..oci.manifest import canonical_json
+from ..oci.layer import image_path
+from ..oci.manifest import Descriptor, canonical_json
 from ..oci.reference import parse as parse_ref
+from ..oci.untar import MAX_BYTES, MAX_MEMBERS, Limits, extract
 from ..python.lock import read_lockfile
 from ..python.wheelcache import WheelCache, sha256_file
 from ..python.wheelcache import fetch as fetch_wheels
@@ -55,6 +66,7 @@ from ..transports.layout import atomic_write, write_layout
 from ..transports.registry.remote import push
 from ..transports.spec import parse
 from ..transports.transport import open_source
+from . import attached as supply_attached
 
 MANIFEST_FILE = "ociforge-bundle.json"
 FORMAT = 1
@@ -160,12 +172,14 @@ def export(
         entries: list[BundleImage] = []
         taken: set[str] = set()
         objs = []
+        carried: list[dict] = []  # signatures and SBOMs of the images (attached.py)
         for ref in images:
             obj = open_source(ref, **registry_opts)
             repo, tag = _where(ref)
             name = _layout_tag(repo, tag, taken)
             write_layout(obj, layout, name)
             entries.append(BundleImage(name, ref, repo, tag, obj.digest))
+            carried += supply_attached.collect(layout, name, ref, obj, registry_opts)
             objs.append(obj)
         store = BlobStore(layout)
         files: list[dict] = []
@@ -179,6 +193,7 @@ def export(
             "images": [e.to_json() for e in entries],
             "files": sorted(files, key=lambda f: (f["kind"], f["name"], f["digest"])),
             "rebuild": rebuild,
+            supply_attached.KEY: carried,
         }
         atomic_write(layout / MANIFEST_FILE, canonical_json(manifest))
         tar_directory(layout, dest)
@@ -250,6 +265,56 @@ def _base_debs(store: BlobStore, python: str, platform) -> list[dict]:
 # Reading and verifying
 
 
+def _checked_manifest(path: Path, manifest: dict) -> list[BundleImage]:
+    """The images of a bundle's manifest, after checking every field this module reads (the
+    manifest is outside data: a wrong type is an error that says where, never a crash)."""
+
+    def bad(where: str, why: str) -> BundleError:
+        return BundleError(f"{path}: invalid {MANIFEST_FILE}: {where} {why}")
+
+    def digest(value: Any, where: str) -> str:
+        try:
+            return validate(value)
+        except InvalidInput:
+            raise bad(where, f"is not a sha256 digest: {str(value)[:80]!r}") from None
+
+    images, files = manifest.get("images", []), manifest.get("files", [])
+    if not isinstance(images, list) or not isinstance(files, list):
+        raise bad("images and files", "must be lists")
+    out = []
+    for n, i in enumerate(images):
+        where = f"images[{n}]"
+        if not isinstance(i, dict):
+            raise bad(where, "is not an object")
+        for key in ("tag", "reference", "repository"):
+            if not isinstance(i.get(key), str) or not i[key]:
+                raise bad(f"{where}.{key}", "must be a non-empty string")
+        if i.get("ref_tag") is not None and not isinstance(i["ref_tag"], str):
+            raise bad(f"{where}.ref_tag", "must be a string")
+        out.append(
+            BundleImage(
+                i["tag"],
+                i["reference"],
+                i["repository"],
+                i.get("ref_tag"),
+                digest(i.get("digest"), f"{where}.digest"),
+            )
+        )
+    for n, f in enumerate(files):
+        if not isinstance(f, dict):
+            raise bad(f"files[{n}]", "is not an object")
+        for key in ("kind", "name"):
+            if not isinstance(f.get(key), str):
+                raise bad(f"files[{n}].{key}", "must be a string")
+        digest(f.get("digest"), f"files[{n}].digest")
+    rebuild = manifest.get("rebuild")
+    if rebuild:
+        if not isinstance(rebuild, dict):
+            raise bad("rebuild", "is not an object")
+        digest(rebuild.get("lock"), "rebuild.lock")
+    return out
+
+
 class Bundle:
     """A bundle file opened for reading (members located once, nothing extracted)."""
 
@@ -260,17 +325,16 @@ class Bundle:
             raise BundleError(f"{self.path} is not an ociforge bundle (no {MANIFEST_FILE})")
         try:
             self.manifest = json.loads(self.src.read_member(MANIFEST_FILE))
-        except ValueError as e:
+        except (ValueError, RecursionError) as e:
             raise BundleError(f"{self.path}: invalid {MANIFEST_FILE}: {e}") from None
+        if not isinstance(self.manifest, dict):
+            raise BundleError(f"{self.path}: invalid {MANIFEST_FILE}: not a JSON object")
         if self.manifest.get("format") != FORMAT:
             raise BundleError(
                 f"{self.path}: bundle format {self.manifest.get('format')!r}, this ociforge "
                 f"reads format {FORMAT}"
             )
-        self.images = [
-            BundleImage(i["tag"], i["reference"], i["repository"], i.get("ref_tag"), i["digest"])
-            for i in self.manifest.get("images", [])
-        ]
+        self.images = _checked_manifest(self.path, self.manifest)
 
     def image(self, entry: BundleImage) -> Image | ImageIndex:
         obj = read_layout_in_tar(self.src, entry.tag)
@@ -286,9 +350,13 @@ class Bundle:
                 alg, _, hexpart = name[len("blobs/") :].partition("/")
                 yield name, f"{alg}:{hexpart}"
 
-    def verify(self) -> int:
+    def verify(
+        self, *, layers: bool = True, max_members: int = MAX_MEMBERS, max_bytes: int = MAX_BYTES
+    ) -> int:
         """Hash every blob of the bundle; refuse (naming the blob and what it is) when one does
-        not match its name, or when a listed image or file is missing. Returns bytes hashed."""
+        not match its name, or when a listed image or file is missing. With ``layers`` (and
+        rebuild inputs in the bundle), also read the layers a rebuild unpacks, with the checks
+        and limits of the rebuild, writing nothing. Returns bytes hashed."""
         what = {f["digest"]: f"{f['kind']} {f['name']}" for f in self.manifest.get("files", [])}
         total = 0
         for name, digest in self.blob_names():
@@ -319,10 +387,51 @@ class Bundle:
                             f"{self.path}: blob {d.digest} of {entry.reference} "
                             f"({img.platform}) is missing"
                         )
+        if layers and self.manifest.get("rebuild"):
+            for entry in self.images:
+                seen: set[tuple[str, str]] = set()
+                for img in _platform_images(self.image(entry)):
+                    limits = Limits(max_members, max_bytes)
+                    for label, desc, prefix in _unpacked_layers(img, self.path):
+                        if (desc.digest, prefix) not in seen:
+                            seen.add((desc.digest, prefix))
+                            _extract(img, desc, prefix, None, limits, f"{self.path}: {label}")
         return total
+
+    def vouched(self, expect: str) -> tuple[list[BundleImage], bool]:
+        """The images that ``expect`` vouches for, and whether it vouches for the whole bundle:
+        all of them when it is the sha256 of the bundle file, those with that digest when it is
+        the digest of one of its images (the ``index digest``). Anything else is refused."""
+        want = str(expect).strip().lower()
+        if re.fullmatch(r"[0-9a-f]{64}", want):
+            want = "sha256:" + want
+        try:
+            validate(want)
+        except InvalidInput:
+            raise InvalidInput(
+                f"expected digest {expect!r}: give sha256:<64 hex digits>, the bundle file's "
+                f"(bundle export prints it) or one of its images'"
+            ) from None
+        images = [e for e in self.images if e.digest == want]
+        if images:
+            return images, False
+        actual = file_digest(self.path)
+        if actual == want:
+            return list(self.images), True
+        have = ", ".join(e.digest for e in self.images) or "none"
+        raise BundleError(
+            f"{self.path} is not the bundle expected ({want}): the file's sha256 is {actual} "
+            f"and its images are {have}; refused, nothing was pushed or built"
+        )
 
     def open_file(self, digest: str):
         return self.src.open_member("blobs/" + digest.replace(":", "/", 1))
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """``sha256:`` and the sha256 of the bundle file: what ``export`` prints, and what
+    ``expect_digest`` can name on the other side of the gap."""
+    return "sha256:" + sha256_file(Path(path))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -348,18 +457,27 @@ def import_(
     prefix: str = "",
     jobs: int = 4,
     progress=None,
+    expect_digest: str | None = None,
+    require_signature: str | os.PathLike | None = None,
     **registry_opts: Any,
 ) -> list[dict]:
     """Push every image of the bundle to ``to_registry`` (after verifying every blob; a bad one
     stops the import before anything is sent). Indexes are pushed whole, children first, the tag
-    last; blobs the registry has are skipped. Returns one result per image."""
+    last; blobs the registry has are skipped. With ``expect_digest`` (the bundle file's sha256,
+    or an image's digest: then only that image is pushed), anything else is refused before
+    anything is sent. Returns one result per image."""
     bundle = Bundle(path)
-    bundle.verify()
+    entries = bundle.vouched(expect_digest)[0] if expect_digest is not None else bundle.images
+    bundle.verify(layers=False)
+    carried = supply_attached.entries(bundle.manifest, str(bundle.path))
+    if require_signature is not None:  # every image signed with that key, or nothing is pushed
+        supply_attached.require_signatures(bundle, entries, require_signature)
     out = []
-    for entry in bundle.images:
+    for entry in entries:
         obj = bundle.image(entry)
         ref = target_reference(entry, to_registry, prefix)
         r = push(obj, ref, jobs=jobs, progress=progress, **registry_opts)
+        supply_attached.push_attached(bundle, entry.tag, ref, carried, jobs=jobs, **registry_opts)
         out.append(
             {
                 "source": entry.reference,
@@ -406,44 +524,48 @@ def _epoch(value: int) -> Iterator[None]:
             os.environ["SOURCE_DATE_EPOCH"] = old
 
 
-def _extract(img: Image, desc, prefix: str, dest: Path) -> None:
+def _extract(
+    img: Image, desc: Descriptor, prefix: str, dest: Path | None, limits: Limits, what: str
+) -> None:
     """The files of one layer under ``prefix`` into ``dest``, with their modes (the layer's
-    contents as the build read them from disk); nothing outside ``dest`` is ever written."""
-    prefix = prefix.strip("/") + "/"
+    contents as the build read them from disk), by :func:`ociforge.oci.untar.extract`'s rules:
+    nothing lands outside ``dest``; with ``dest`` None the layer is only checked."""
     stream, raw = open_layer_tar(img, desc)
-    dirs: list[tuple[Path, int]] = []
     try:
-        with tarfile.open(fileobj=stream, mode="r|") as tf:
-            for m in tf:
-                name = m.name.lstrip("./")
-                if not (name + "/").startswith(prefix):
-                    continue
-                rel = name[len(prefix) :]
-                if any(part in ("", "..") for part in rel.split("/")) and rel:
-                    raise BundleError(f"layer {desc.digest}: unsafe path {m.name!r}")
-                target = dest / rel if rel else dest
-                if m.isdir():
-                    target.mkdir(parents=True, exist_ok=True)
-                    dirs.append((target, m.mode & 0o7777))
-                elif m.isfile():
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    src = tf.extractfile(m)
-                    with open(target, "wb") as f:
-                        shutil.copyfileobj(src, f, CHUNK)
-                    os.chmod(target, m.mode & 0o7777)
-                elif m.issym():
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    os.symlink(m.linkname, target)
-                elif m.islnk():
-                    link = m.linkname.lstrip("./")
-                    if not link.startswith(prefix):
-                        raise BundleError(f"layer {desc.digest}: hardlink outside {prefix}")
-                    os.link(dest / link[len(prefix) :], target)
+        extract(stream, dest, prefix, limits=limits, what=f"{what} ({desc.digest})")
     finally:
         stream.close()
         raw.close()
-    for d, mode in reversed(dirs):
-        os.chmod(d, mode)
+
+
+def _unpacked_layers(img: Image, where: Path) -> list[tuple[str, Descriptor, str]]:
+    """What a rebuild unpacks from ``img``: (label, layer, prefix in the image) for the model,
+    the user's code and each artifact, whose names come from the config's history (outside data:
+    each goes through the layer writer's path check and must be a distinct path of its own)."""
+    roles = _roles(img)
+    if not roles:
+        return []
+    out = [("model layer", roles["model"], MODEL_DIR)]
+    if "code" in roles:
+        out.append(("code layer", roles["code"], CODE_DIR))
+    names: dict[str, str] = {}
+    for name, desc in roles["artifacts"].items():
+        try:
+            rel = image_path(name, "artifact name")
+        except InvalidInput as e:
+            raise BundleError(f"{where}: {img.digest}: {e}; refused") from None
+        if not rel or rel != name or rel in names:  # the build writes them normalized
+            why = (
+                "is empty"
+                if not rel
+                else f"is not a plain relative path (a build writes {rel!r})"
+                if rel != name
+                else f"is the same path as {names[rel]!r}"
+            )
+            raise BundleError(f"{where}: {img.digest}: artifact name {name!r} {why}; refused")
+        names[rel] = name
+        out.append((f"artifact {rel}", desc, f"{APP_DIR}/{rel}"))
+    return out
 
 
 def _install_files(bundle: Bundle, work: Path) -> Path:
@@ -485,23 +607,34 @@ def rebuild(
     to: str,
     *,
     image: str | None = None,
+    expect_digest: str | None = None,
+    max_members: int = MAX_MEMBERS,
+    max_bytes: int = MAX_BYTES,
     **registry_opts: Any,
 ):
     """Redo the model image of the bundle from its inputs alone, offline: the serialized model,
     user code and artifacts (from the image's own layers), the lock and its wheels, the default
     base from its ``.deb`` files. The same ociforge version gives the same digests.
+
+    The layers are unpacked into a scratch folder by :func:`ociforge.oci.untar.extract`, at most
+    ``max_members`` members and ``max_bytes`` bytes in all. With ``expect_digest`` the bundle
+    must be the one expected: its file's sha256, or the digest of the image rebuilt; in that
+    second case the rebuild must give that same digest, or nothing is written to ``to``.
     Returns the :class:`~ociforge.builder.build.BuildResult`."""
     bundle = Bundle(path)
     if not bundle.manifest.get("rebuild"):
         raise BundleError(
             f"{bundle.path} holds no build inputs: export it with --lock to rebuild from it"
         )
-    entries = [e for e in bundle.images if image in (None, e.tag, e.reference)]
+    candidates, whole = bundle.images, True
+    if expect_digest is not None:
+        candidates, whole = bundle.vouched(expect_digest)
+    entries = [e for e in candidates if image in (None, e.tag, e.reference)]
     if not entries:
-        have = ", ".join(e.reference for e in bundle.images)
+        have = ", ".join(e.reference for e in candidates)
         raise NotFound(f"{bundle.path} has no image {image!r} (it has: {have})")
     entry = entries[0]
-    bundle.verify()
+    bundle.verify(layers=False)  # the layers are checked as they are unpacked
     obj = bundle.image(entry)
     imgs = _platform_images(obj)
     first = imgs[0]
@@ -517,34 +650,81 @@ def rebuild(
 
     labels = _build_labels(first)
     created = first.config.created
-    epoch = int(dt.datetime.fromisoformat(created.replace("Z", "+00:00")).timestamp())
+    try:
+        epoch = int(dt.datetime.fromisoformat(created.replace("Z", "+00:00")).timestamp())
+    except (ValueError, OverflowError, AttributeError):
+        raise BundleError(f"{entry.reference}: invalid creation time {created!r}") from None
+    unpacked = _unpacked_layers(first, bundle.path)
     with tempfile.TemporaryDirectory(prefix="ociforge-rebuild-") as tmp:
         work = Path(tmp)
-        lock_path = _install_files(bundle, work)
         pkg = work / "package"
-        _extract(first, roles["model"], MODEL_DIR, pkg)
-        if "code" in roles:
-            _extract(first, roles["code"], CODE_DIR, pkg / "code")
+        limits = Limits(max_members, max_bytes)
         files = {}
-        for rel, desc in roles["artifacts"].items():
-            dest = work / "artifacts" / rel
-            _extract(first, desc, f"{APP_DIR}/{rel}", dest)
-            files[rel] = str(dest)
-        card = json.loads((pkg / "model.json").read_text())
-        gpu = (card.get("build") or {}).get("gpu", "cpu")
+        for n, (label, desc, prefix) in enumerate(unpacked):
+            if label == "model layer":
+                dest = pkg
+            elif label == "code layer":
+                dest = pkg / "code"
+            else:  # each artifact in a folder of its own: none can reach into another
+                dest = work / "artifacts" / str(n) / "artifact"
+                files[label[len("artifact ") :]] = str(dest)
+            _extract(first, desc, prefix, dest, limits, f"{bundle.path}: {label}")
+        if "code" in roles:
+            # the code layer ships as the image had it: nothing of it left out a second time
+            _write_new(pkg / "code" / CODE_IGNORE_FILE, b"!*\n")
+        card = _model_card(pkg)
+        lock_path = _install_files(bundle, work)  # into the caches: after the layers passed
+        info = card.get("build") if isinstance(card, dict) else None
+        gpu = info.get("gpu", "cpu") if isinstance(info, dict) else "cpu"
+        if not isinstance(gpu, str):
+            raise BundleError(f"{entry.reference}: model.json names the gpu {gpu!r}")
+        inputs = {
+            "platforms": [str(i.platform) for i in imgs],
+            "python": base_name[len(DEFAULT_BASE_PREFIX) :],
+            "name": labels.get("org.opencontainers.image.title", "model"),
+            "version": labels.get("org.opencontainers.image.version", "0.1.0"),
+            "gpu": None if gpu == "cpu" else gpu,
+            "files": files or None,
+            "compression": mt.layer_compression(roles["model"].media_type),
+            "lock": lock_path,
+            "offline": True,
+            "labels": labels,
+        }
         with _epoch(epoch):
-            return build(
-                str(pkg),
-                platforms=[str(i.platform) for i in imgs],
-                python=base_name[len(DEFAULT_BASE_PREFIX) :],
-                to=to,
-                name=labels.get("org.opencontainers.image.title", "model"),
-                version=labels.get("org.opencontainers.image.version", "0.1.0"),
-                gpu=None if gpu == "cpu" else gpu,
-                files=files or None,
-                compression=mt.layer_compression(roles["model"].media_type),
-                lock=lock_path,
-                offline=True,
-                labels=labels,
-                **registry_opts,
-            )
+            if not whole:
+                # the digest vouches for the image, not for the lock and wheels beside it: the
+                # rebuild must give that image again before anything is written to ``to``
+                staged = build(str(pkg), to=f"oci:{work / 'staged'}:rebuilt", **inputs)
+                if staged.digest != entry.digest:
+                    raise BundleError(
+                        f"the rebuild of {entry.reference} gave {staged.digest}, not the "
+                        f"expected {entry.digest}; nothing was written to {to} (another "
+                        f"ociforge version gives other digests: expect the bundle file's "
+                        f"sha256 to rebuild with it)"
+                    )
+            # (a second build of the same inputs writes no layer again: every one is memoized)
+            return build(str(pkg), to=to, **inputs, **registry_opts)
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    """Create ``path`` (never through a symlink, never over what is there) with ``data``."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    except OSError as e:
+        raise BundleError(f"cannot create {path}: {e.strerror or e}") from None
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
+def _model_card(pkg: Path) -> Any:
+    """``model.json`` of the unpacked model (a regular file, read without following links)."""
+    try:
+        fd = os.open(pkg / "model.json", os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as e:
+        raise BundleError(f"the bundle's model has no readable model.json: {e.strerror}") from None
+    with os.fdopen(fd, "rb") as f:
+        data = f.read(16 << 20)
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError) as e:
+        raise BundleError(f"the bundle's model.json is not valid JSON: {e}") from None

@@ -7,6 +7,7 @@ requirements when the file does not exist yet), and every locked wheel of every 
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from ..cachedir import default_cache_dir
 from ..errors import InvalidInput
 from ..oci.platform import Platform, parse_platforms
 from ..python.lock import find_lock, read_lockfile, write_lockfile
-from ..python.resolve import resolve
+from ..python.resolve import ResolveOptions, resolve, variant_note
 from ..python.wheelcache import WheelCache
 from ..python.wheelcache import fetch as fetch_wheels
 
@@ -47,7 +48,11 @@ def fetch(
                 "fetch needs the requirements themselves (a list or a file), not 'auto'"
             )
         reqs = requirement_list(requirements) + runtime_requirements()
-        locks = resolve(reqs, list(targets.values()))
+        # no gpu named: CUDA builds in the resolution make it that CUDA variant (said on stderr)
+        locks = resolve(reqs, list(targets.values()), ResolveOptions(infer_variant=gpu is None))
+        for requested, lk in locks.items():
+            if note := variant_note(requested, lk):
+                print(note, file=sys.stderr)
         write_lockfile(lock, locks)
         resolved = True
     else:
@@ -55,9 +60,9 @@ def fetch(
     cache = WheelCache()
     per_target = {}
     for p, target in targets.items():
-        lk = find_lock(locks, target)
+        lk = find_lock(locks, target, any_variant=gpu is None)
         fetch_wheels(lk, cache)
-        per_target[str(p)] = {"target": target.key, "wheels": len(lk.packages)}
+        per_target[str(p)] = {"target": lk.target.key, "wheels": len(lk.packages)}
     return {
         "lock": str(lock),
         "resolved": resolved,

@@ -87,6 +87,10 @@ def upstream_version(version: str) -> str:
     return version.split(":", 1)[-1].rsplit("-", 1)[0].split("+", 1)[0]
 
 
+# A download whose size nothing declares is still bounded (a .deb or index is far smaller).
+MAX_UNSIZED_DOWNLOAD = 4 << 30
+
+
 def _open_url(url: str, timeout: float = 60.0) -> BinaryIO:
     """A readable stream for ``http(s)://`` (TLS verified) or ``file://`` URLs."""
     if url.startswith("file://"):
@@ -107,14 +111,27 @@ def _open_url(url: str, timeout: float = 60.0) -> BinaryIO:
     return resp.raw
 
 
-def _download(url: str, dest: Path, sha256: str, what: str) -> Path:
-    """Stream ``url`` to ``dest`` by atomic rename, only when its sha256 is ``sha256`` (hex)."""
+def _download(url: str, dest: Path, sha256: str, what: str, size: int | None = None) -> Path:
+    """Stream ``url`` to ``dest`` by atomic rename, only when its sha256 is ``sha256`` (hex).
+
+    ``size`` (from the signed index) bounds the download: a server that sends more is cut there
+    and the file refused, so an endless answer cannot fill the disk before the hash check.
+    """
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=dest.parent)
     h = hashlib.sha256()
+    limit = size if size else MAX_UNSIZED_DOWNLOAD
+    got = 0
     try:
         with os.fdopen(fd, "wb") as out, contextlib.closing(_open_url(url)) as src:
-            while chunk := src.read(CHUNK):
+            while chunk := src.read(min(CHUNK, limit + 1 - got)):
+                got += len(chunk)
+                if got > limit:
+                    raise DigestMismatch(
+                        f"{what} from {url} is longer than the {limit} bytes "
+                        f"{'its index gives' if size else 'allowed'}, expected sha256:{sha256}; "
+                        "cut and not kept"
+                    )
                 h.update(chunk)
                 out.write(chunk)
         if h.hexdigest() != sha256:
@@ -355,7 +372,7 @@ def fetch_index(
                 f"{release.mirror}/dists/{release.suite} has no {comp}/binary-{arch}/Packages.xz "
                 f"(is {arch} an architecture of this suite?)"
             )
-        sha, _size = release.files[rel]
+        sha, size = release.files[rel]
         path = cache / sha
         if not path.is_file():
             base = f"{release.mirror}/dists/{release.suite}"
@@ -364,7 +381,7 @@ def fetch_index(
                 if release.by_hash
                 else f"{base}/{rel}"
             )
-            _download(url, path, sha, what=rel)
+            _download(url, path, sha, what=rel, size=size)
         with opener(path, "rb") as f:
             _parse_index(f, arch, index)
     return index
@@ -509,7 +526,8 @@ def fetch_deb(mirror: str, pkg: Package, cache_dir: Path | None = None) -> Path:
     if dest.is_file():
         return dest
     url = f"{mirror.rstrip('/')}/{pkg.filename.lstrip('/')}"
-    return _download(url, dest, pkg.sha256, what=f"{pkg.name}_{pkg.version}_{pkg.architecture}.deb")
+    what = f"{pkg.name}_{pkg.version}_{pkg.architecture}.deb"
+    return _download(url, dest, pkg.sha256, what=what, size=pkg.size or None)
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from ..oci.blobstore import BlobStore
 from ..oci.image import ConfigChanges, Image, ImageIndex, append, make_index, store_source
 from ..oci.layer import Layer, entries_from_tree, write_layer
 from ..oci.platform import Platform, parse_platforms
+from ..transports.spec import recorded_name
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,9 @@ def assemble(
     store: BlobStore | None = None,
     base_name: str | None = None,
 ) -> Image | ImageIndex:
-    """The new image (one platform) or index (several) built from ``base`` plus ``additions``."""
+    """The new image (one platform) or index (several) built from ``base`` plus ``additions``.
+
+    ``base_name`` is where the base was read from; only a registry reference is recorded."""
     store = store or BlobStore(default_cache_dir())
     plats = parse_platforms(platforms) if platforms else []
     if base is None:
@@ -72,7 +75,8 @@ def assemble(
             )
         bases = [(base.platform, base)]
     layers = add_layers(additions, store, compression, docker=docker)
-    history = [f"ociforge assemble --add {a.local}:{a.image}" for a in additions]
+    # the image path only: the local one would make the same files in another folder another image
+    history = [f"ociforge assemble: add {a.image}" for a in additions]
     images = [
         append(
             b,
@@ -84,7 +88,7 @@ def assemble(
             annotations=annotations,
             docker=docker or None,
             store=store,
-            base_name=base_name,
+            base_name=recorded_name(base_name),
         )
         for p, b in bases
     ]

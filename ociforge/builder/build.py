@@ -25,32 +25,42 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from ociforge_runtime import local
 
 from ..cachedir import default_cache_dir
+from ..deploy import facts_of, manifests, to_yaml
 from ..errors import BuildError, InvalidInput
 from ..model.imports import UserCode, auto_requirements, classify, referenced_modules
-from ..model.package import package_dir, package_model, read_package, startup_imports
+from ..model.package import (
+    package_dir,
+    package_model,
+    read_package,
+    startup_imports,
+    with_build_info,
+)
 from ..oci.blobstore import BlobStore
 from ..oci.image import Image, ImageIndex, append, make_index, store_source
 from ..oci.layer import Layer, source_date_epoch, write_layer
 from ..oci.manifest import rfc3339
 from ..oci.platform import Platform, parse_platforms
+from ..oci.reference import Reference
 from ..python.bytecode import CompilePool, Source, entry_sources
 from ..python.install import can_compile_for, wheel_layers
 from ..python.lock import Lock, find_lock, read_lockfile
-from ..python.resolve import remembered, resolve
+from ..python.resolve import remembered, resolve, variant_note
 from ..python.target import Target
 from ..python.wheelcache import fetch
-from ..transports.spec import check_writable
+from ..transports.spec import check_writable, recorded_name
+from ..transports.spec import parse as parse_spec
 from ..transports.transport import write_to
-from . import config, layers
-from .offline import preflight
-from .paths import ANNOTATION_PREFIX
+from . import config, layers, libraries
+from . import supply as supply_chain
+from .offline import preflight, remembered_locks
+from .paths import ANNOTATION_PREFIX, CODE_DIR
 from .plan import (
     bases_for,
     host_python,
@@ -59,6 +69,11 @@ from .plan import (
     runtime_requirements,
     targets_for,
 )
+
+# ``grpc=True``: the runtime's OIP v2 gRPC server (ociforge_runtime/grpc_server.py) needs these;
+# its messages were generated for protobuf >= 6.31.1 (ociforge_runtime/_proto).
+GRPC_PORT = 8081
+GRPC_REQUIREMENTS = ["grpcio>=1.66,<2", "protobuf>=6.31.1,<7"]
 
 
 @dataclass
@@ -74,6 +89,8 @@ class BuildResult:
     requirements: list[str] = field(default_factory=list)
     locks: dict = field(default_factory=dict, repr=False)
     written: Any = field(default=None, repr=False)  # the transport's WriteResult (push stats...)
+    sboms: dict[str, str] = field(default_factory=dict)  # per platform: the SBOM referrer's digest
+    signed: list[str] = field(default_factory=list)  # the digests signed with sign_key
 
     def to_json(self) -> dict:
         return {
@@ -83,7 +100,23 @@ class BuildResult:
             "layers": self.layers,
             "size": self.size,
             "requirements": self.requirements,
+            "sboms": self.sboms,
+            "signed": self.signed,
         }
+
+    def manifests(self, kind: str, *, repository: str | None = None, **options: Any) -> str:
+        """Ready-to-apply YAML to run this image on ``kind`` (``kserve``, ``seldon``,
+        ``kubernetes``), pinned by digest: see :mod:`ociforge.deploy`. ``repository``
+        (``REGISTRY/REPO``) is where the cluster pulls from, needed when the build went to a
+        local destination; ``options`` are :func:`ociforge.deploy.manifests`' (``protocol``,
+        ``weights``, ``namespace``, ``replicas``, ``name``)."""
+        spec = parse_spec(self.reference)
+        if repository is None and spec.kind != "docker":
+            raise InvalidInput(
+                f"{self.reference} is local: pass repository='REGISTRY/REPO' (where it is pushed)"
+            )
+        repo = Reference.parse(repository or spec.path).name
+        return to_yaml(manifests(facts_of(self.image, f"{repo}@{self.digest}"), kind, **options))
 
 
 def test(
@@ -123,32 +156,61 @@ def build(
     labels: Mapping[str, str] | None = None,
     cache: str | os.PathLike | None = None,
     bytecode: bool | None = None,
+    sbom: bool | str = True,
+    sign_key: str | os.PathLike | None = None,
+    grpc: bool = False,
+    check_libraries: bool = True,
     **registry_opts: Any,
 ) -> BuildResult:
     """Build ``model`` into an image for every platform and write it to ``to``.
 
     ``requirements`` is a list, a requirements file, or ``"auto"`` (the model's imports mapped to
-    installed distributions at their exact versions). ``gpu`` is a CUDA variant (``"cu121"``).
+    installed distributions at their exact versions). ``gpu`` is a CUDA variant (``"cu121"``) or
+    ``"cpu"``; None takes the variant from what the requirements resolve to (CUDA builds make a
+    CUDA image, said on stderr; otherwise cpu).
     ``files`` maps paths relative to the working directory in the image to local files or folders.
     ``python_path`` (with ``python`` and ``libc``, e.g. ``"glibc 2.36"``) declares the Python of a
     base where it cannot be found from the image's files and config.
     ``test_sample`` runs :func:`test` first and refuses to build when it fails. ``lock`` is a lock
-    file from ``ociforge lock`` (a build from it resolves nothing); ``offline`` touches no network.
+    file from ``ociforge lock`` (a build from it resolves nothing); ``offline`` touches no network
+    (with no lock, it installs the resolution remembered for the same requirements and targets,
+    however old).
+    ``sbom`` (``True``: SPDX, ``"cyclonedx"``, ``False``) attaches an SBOM to each platform image
+    of a registry or layout destination as an OCI referrer; ``sign_key`` (a cosign key file, its
+    password from ``$COSIGN_PASSWORD``) signs the index and each image. Neither changes a digest.
+    ``grpc`` also serves the Open Inference Protocol over gRPC on port 8081 (``GRPC_PORT``): it
+    adds grpcio and protobuf to the image, ``OCIFORGE_GRPC=1`` to its environment and the port
+    to its exposed ports. Images without it carry no gRPC libraries.
+    ``check_libraries`` checks that every shared library the wheels' ELF files need is in a
+    layer (:mod:`ociforge.builder.libraries`): one a module imported at start needs and none
+    provides fails the build; False skips the check.
     """
     plats = _check_inputs(platforms, compression, to, offline, lock, base, python, gpu)
+    sbom_fmt, key = supply_chain.check(to, sbom, sign_key)
     card = {**dict(metadata or {}), "name": name, "version": version}
     epoch = source_date_epoch()
     packaged = _package(model, requirements, batch_size, card, test_sample, plats, gpu, epoch)
     store = BlobStore(cache or default_cache_dir())
     bases = bases_for(base, plats, python, registry_opts, offline)
     targets = targets_for(bases, python, python_path, libc, gpu)
-    all_reqs = packaged.requirements + runtime_requirements()
+    all_reqs = packaged.requirements + runtime_requirements() + (GRPC_REQUIREMENTS if grpc else [])
+    recalled = (  # offline with no lock: what an online build resolved, or a list of what is missing
+        remembered_locks(all_reqs, targets, base=base, python=python or host_python(), gpu=gpu)
+        if offline and lock is None
+        else None
+    )
     own = _own_layers(packaged, files, store, compression)
     labels_ = config.labels(card, name, version, labels)
     pool = CompilePool()
     side = ThreadPoolExecutor(1, thread_name_prefix="ociforge-bytecode")
     try:
-        locks, fetched = _resolve_and_fetch(all_reqs, targets, lock, offline, own, bytecode, pool)
+        locks, fetched = _resolve_and_fetch(
+            all_reqs, targets, lock, offline, own, bytecode, pool, recalled, gpu is None
+        )
+        targets, locks, fetched, taken = _take_variants(targets, locks, fetched)
+        if taken is not None and package_dir(model) is None:  # model.json says which variant
+            packaged.files = with_build_info(packaged.files, gpu=taken)
+            own.model = write_layer(layers.model_entries(packaged.files), store, compression)
         images, report = [], {}
         for p, target in targets.items():
             named = _platform_layers(
@@ -156,17 +218,28 @@ def build(
                 offline, pool, side,
             )  # fmt: skip
             base_img, base_name = bases[p]
+            if check_libraries:
+                libraries.check_libraries(
+                    target, locks[target], fetched[target], base_img, own.roots, offline=offline
+                )
             images.append(
-                _platform_image(base_img, base_name, target, named, labels_, epoch, store)
+                _platform_image(base_img, base_name, target, named, labels_, epoch, store, grpc)
             )
             report[str(p)] = [
-                {"digest": layer.digest, "size": layer.size, "what": n} for n, layer in named
+                {"digest": layer.digest, "size": layer.size, "what": n}
+                | ({"files": own.code_files} if layer is own.code else {})
+                for n, layer in named
             ]
     finally:
         side.shutdown(wait=True)
         pool.close()
     index = make_index(images, annotations=_index_annotations(labels_, epoch))
     written = write_to(index, to, **registry_opts)
+    supplied = supply_chain.attach_all(
+        to=to, index=index, images=images, bases=bases, targets=targets, locks=locks,
+        report=report, base_arg=base, python=python, host_python=host_python(), name=name,
+        version=version, epoch=epoch, fmt=sbom_fmt, key=key, registry_opts=registry_opts,
+    )  # fmt: skip
     return BuildResult(
         reference=written.reference,
         digest=written.digest,
@@ -177,6 +250,8 @@ def build(
         requirements=all_reqs,
         locks=locks,
         written=written,
+        sboms=supplied.sboms,
+        signed=supplied.signed,
     )
 
 
@@ -257,6 +332,7 @@ class OwnLayers:
     runtime: Layer
     code: Layer | None
     code_names: list[str]
+    code_files: list[str]  # what the code layer holds, below the code folder
     artifacts: list[tuple[str, Layer]]
     model: Layer
     own_files: dict[str, Source]  # the runtime's and the user's modules, by image path
@@ -279,6 +355,7 @@ def _own_layers(
         runtime=runtime,
         code=code,
         code_names=[u.name for u in packaged.user_code],
+        code_files=layers.listing(code_entries, CODE_DIR),
         artifacts=artifacts,
         model=model_layer,
         own_files=own_files,
@@ -295,9 +372,12 @@ def _resolve_and_fetch(
     own: OwnLayers,
     bytecode: bool | None,
     pool: CompilePool,
+    recalled: dict[Target, Lock] | None = None,
+    infer_variant: bool = False,
 ) -> tuple[dict[Target, Lock], dict[Target, list[Path]]]:
-    """A lock per target (from the lock file, or resolved) and its wheels in the cache. The
-    bytecode of the startup closure gets a head start from this Python's packages meanwhile."""
+    """A lock per target (from the lock file, remembered (``recalled``, offline), or resolved)
+    and its wheels in the cache. The bytecode of the startup closure gets a head start from this
+    Python's packages meanwhile."""
     resolves = (
         lock_path is None
         and not offline
@@ -305,7 +385,7 @@ def _resolve_and_fetch(
     )
     warm = layers.start_prewarm(targets, bytecode, own.own_files, own.roots, pool, resolves)
     try:
-        locks = _locks(reqs, list(targets.values()), lock_path, offline)
+        locks = recalled or _locks(reqs, list(targets.values()), lock_path, offline, infer_variant)
         # downloading waits on the network too: the head start goes on meanwhile
         fetched = {t: fetch(locks[t], offline=offline) for t in targets.values()}
     finally:
@@ -315,16 +395,39 @@ def _resolve_and_fetch(
     return locks, fetched
 
 
-def _locks(reqs: list[str], targets: list[Target], lock_path, offline: bool) -> dict[Target, Lock]:
+def _locks(
+    reqs: list[str], targets: list[Target], lock_path, offline: bool, infer_variant: bool = False
+) -> dict[Target, Lock]:
     if lock_path is not None:
         locks = read_lockfile(lock_path)
-        return {t: find_lock(locks, t) for t in targets}
+        return {t: find_lock(locks, t, infer_variant) for t in targets}
     if offline:
         raise BuildError(
             "offline=True needs a lock file: run `ociforge fetch` (or `ociforge lock`) on a "
             "connected machine and pass its lock"
         )
-    return resolve(reqs, targets, resolve_options())
+    return resolve(reqs, targets, resolve_options(infer_variant))
+
+
+def _take_variants(
+    targets: dict[Platform, Target],
+    locks: dict[Target, Lock],
+    fetched: dict[Target, list[Path]],
+) -> tuple[dict[Platform, Target], dict[Target, Lock], dict[Target, list[Path]], str | None]:
+    """With no ``gpu`` named, each platform builds the variant its lock holds (a resolution of
+    CUDA builds means CUDA was asked for), said in one line on stderr; the CUDA variant taken,
+    or None."""
+    taken = None
+    new_targets, new_locks, new_fetched = {}, {}, {}
+    for p, t in targets.items():
+        lk = locks[t]
+        note = variant_note(t, lk)
+        if note:
+            print(note, file=sys.stderr)
+            taken = lk.target.variant
+        nt = replace(t, variant=lk.target.variant)  # this base's interpreter and paths
+        new_targets[p], new_locks[nt], new_fetched[nt] = nt, lk, fetched[t]
+    return new_targets, new_locks, new_fetched, taken
 
 
 def _platform_layers(
@@ -386,18 +489,26 @@ def _platform_image(
     labels_: dict[str, str],
     epoch: int,
     store: BlobStore,
+    grpc: bool = False,
 ) -> Image:
     """One platform's image: its layers appended on its base, with the runtime's config."""
+    changes = config.runtime_config(base, target, labels_)
+    if grpc:
+        changes = replace(
+            changes,
+            env={**(changes.env or {}), "OCIFORGE_GRPC": "1", "GRPC_PORT": str(GRPC_PORT)},
+            exposed_ports=[*(changes.exposed_ports or []), f"{GRPC_PORT}/tcp"],
+        )
     return append(
         base,
         [layer for _n, layer in named],
         store_source(store),
-        changes=config.runtime_config(base, target, labels_),
+        changes=changes,
         history=[n for n, _l in named],
         annotations=config.annotations(labels_),
         created=epoch,
         store=store,
-        base_name=base_name or None,
+        base_name=recorded_name(base_name),  # a registry reference; never a local path
     )
 
 

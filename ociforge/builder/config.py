@@ -12,6 +12,7 @@ from .layers import search_path
 from .paths import ANNOTATION_PREFIX, APP_DIR, MODEL_DIR, PORT, USER
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+CUDA_LABEL = "dev.ociforge.cuda"  # the CUDA variant of a CUDA image (cu121 ...)
 
 
 def labels(card: dict, name: str, version: str, extra: Mapping[str, str] | None) -> dict[str, str]:
@@ -53,6 +54,9 @@ def runtime_config(base: Image, target: Target, labels_: dict[str, str]) -> Conf
         "PYTHONUNBUFFERED": "1",
         "PYTHONDONTWRITEBYTECODE": "1",
     }
+    if target.variant.startswith("cu"):  # what the NVIDIA container toolkit reads; CPU: nothing
+        env |= {"NVIDIA_VISIBLE_DEVICES": "all", "NVIDIA_DRIVER_CAPABILITIES": "compute,utility"}
+        labels_ = {**labels_, CUDA_LABEL: target.variant}
     return ConfigChanges(
         entrypoint=[target.interpreter, "-m", "ociforge_runtime"],
         cmd=[],

@@ -2,18 +2,27 @@
 what the image imports at start, the ociforge runtime, the user's code, artifacts, the model.
 
 Each is keyed by what it is made of, so a rebuild that changes none of it writes none of it.
+
+The user's folders hold more than code: ``.env`` files, ``.pypirc``, SSH keys, cloud
+credentials. The code layer leaves out what :data:`SECRETS` names (every dotfile and dot-folder,
+well-known key and credential files) and private keys found by their content; a
+``.ociforgeignore`` (gitignore syntax) beside a package or in it leaves out more, and a ``!NAME``
+line there ships one of those anyway. ``files=`` ships what the user named, as named, and says so
+on the log for each file that looks like a secret.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from contextlib import ExitStack
 from pathlib import Path
 
 import ociforge_runtime
+import pathspec
 from ociforge_runtime.package import STARTUP_IMPORTS
 
 from ..errors import InvalidInput
@@ -36,13 +45,125 @@ def runtime_entries() -> list[Entry]:
     return list(entries_from_tree(src, f"{RUNTIME_DIR}/ociforge_runtime", IGNORE))
 
 
+log = logging.getLogger("ociforge.build")
+
+CODE_IGNORE_FILE = ".ociforgeignore"
+# Left out of the code layer unless a .ociforgeignore says otherwise (gitignore syntax).
+SECRETS = (
+    ".*",  # dotfiles and dot-folders: .env*, .pypirc, .netrc, .npmrc, .git-credentials,
+    #        .dockercfg, .aws/, .ssh/, .docker/, .kube/, .gnupg/ ...
+    "id_rsa",
+    "id_dsa",
+    "id_ecdsa",
+    "id_ed25519",
+    "id_ecdsa_sk",
+    "id_ed25519_sk",
+    "*.key",
+    "*.p12",
+    "*.pfx",
+    "*.jks",
+    "*.keystore",
+    "credentials.json",
+    "client_secret*.json",
+    "service-account*.json",
+    "kubeconfig",
+)
+_SECRETS = pathspec.GitIgnoreSpec.from_lines(SECRETS)
+_KEY_NAMES = pathspec.GitIgnoreSpec.from_lines(["*.pem", "id_*", "!*.pub", "!*.py"])
+_KEY_MARK = b"PRIVATE KEY"  # -----BEGIN (RSA |EC |OPENSSH |ENCRYPTED )PRIVATE KEY-----, PGP's
+
+
+def _ignored(spec: pathspec.PathSpec, path: str) -> bool | None:
+    """True: ``spec`` leaves ``path`` out; False: a ``!`` line takes it back; None: no line."""
+    return spec.check_file(path).include
+
+
+def _private_key(path: Path) -> bool:
+    """A file named like a key (``*.pem``, ``id_*``) whose first 64 KiB hold a private key."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64 << 10)
+    except OSError:
+        return False
+    return b"-----BEGIN" in head and _KEY_MARK in head
+
+
+def looks_secret(rel: str, local: Path | None = None) -> bool:
+    """Whether the file at ``rel`` (a ``/``-separated path, ``local`` on disk) looks like a
+    secret: named so by :data:`SECRETS`, or a private key by its name and content."""
+    if _ignored(_SECRETS, rel):
+        return True
+    return local is not None and bool(_ignored(_KEY_NAMES, rel)) and _private_key(local)
+
+
+def _ignore_file(folder: Path) -> pathspec.PathSpec | None:
+    try:
+        text = (folder / CODE_IGNORE_FILE).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as e:
+        raise InvalidInput(f"cannot read {folder / CODE_IGNORE_FILE}: {e}") from None
+    return pathspec.GitIgnoreSpec.from_lines(text.splitlines())
+
+
+class _CodeFilter:
+    """What of one package folder stays out of the code layer: :data:`SECRETS` and private keys,
+    then the ``.ociforgeignore`` beside the package (its paths start with the package's name),
+    then the package's own; the last file with a line for a path decides, as with git."""
+
+    def __init__(self, package: Path) -> None:
+        self.package = package
+        self.rules: list[tuple[str, pathspec.PathSpec]] = []
+        above = _ignore_file(package.parent)
+        if above is not None:
+            self.rules.append((f"{package.name}/", above))
+        own = _ignore_file(package)
+        if own is not None:
+            self.rules.append(("", own))
+        self.left_out: list[str] = []
+
+    def __call__(self, rel: str, is_dir: bool) -> bool:
+        path = f"{rel}/" if is_dir else rel
+        out = _ignored(_SECRETS, path) or (
+            not is_dir and _ignored(_KEY_NAMES, rel) and _private_key(self.package / rel)
+        )
+        for base, spec in self.rules:
+            said = _ignored(spec, base + path)
+            if said is not None:
+                out = said
+        if out:
+            self.left_out.append(f"{self.package.name}/{path}")
+        return bool(out)
+
+
 def code_entries(user_code: list[UserCode]) -> list[Entry]:
-    """The user's own modules that the model imports, as source."""
+    """The user's own modules that the model imports, as source: for a package, its folder less
+    what :class:`_CodeFilter` leaves out (said on the log, one line)."""
     entries: list[Entry] = []
+    left_out: list[str] = []
     for uc in user_code:
-        dest = f"{CODE_DIR}/{uc.name}" if uc.is_package else f"{CODE_DIR}/{uc.name}.py"
-        entries.extend(entries_from_tree(uc.path, dest, IGNORE))
+        if uc.is_package:
+            keep = _CodeFilter(uc.path)
+            entries.extend(
+                entries_from_tree(uc.path, f"{CODE_DIR}/{uc.name}", IGNORE, exclude=keep)
+            )
+            left_out += keep.left_out
+        else:
+            entries.extend(entries_from_tree(uc.path, f"{CODE_DIR}/{uc.name}.py", IGNORE))
+    if left_out:
+        log.warning(
+            "left out of the code layer (dotfiles and secrets; a %s line !NAME ships one): %s",
+            CODE_IGNORE_FILE,
+            ", ".join(left_out),
+        )
     return entries
+
+
+def listing(entries: Iterable[Entry], under: str) -> list[str]:
+    """The files and links of ``entries``, as paths below the image folder ``under``."""
+    base = under.strip("/") + "/"
+    return [e.path[len(base) :] if e.path.startswith(base) else e.path
+            for e in entries if e.kind != "dir"]  # fmt: skip
 
 
 def model_entries(pkg: Mapping[str, bytes]) -> list[Entry]:
@@ -143,7 +264,9 @@ def artifact_layers(
             raise InvalidInput(f"artifact {dest!r}: needs a path relative to the working directory")
         if not Path(local).exists():
             raise InvalidInput(f"artifact {dest!r}: {local} does not exist")
-        out.append((rel, list(entries_from_tree(local, f"{APP_DIR}/{rel}", IGNORE))))
+        entries = list(entries_from_tree(local, f"{APP_DIR}/{rel}", IGNORE))
+        _say_secrets(rel, local, entries)
+        out.append((rel, entries))
     # every artifact is checked before any layer is written; a layer whose files hash the same
     # as last time is reused, so unchanged multi-GB weights are hashed (fast), not recompressed
     return [
@@ -157,6 +280,25 @@ def artifact_layers(
         )
         for rel, entries in out
     ]
+
+
+def _say_secrets(rel: str, local: str, entries: list[Entry]) -> None:
+    """One warning naming the files of artifact ``rel`` that look like secrets (they ship: what
+    ``files=`` names is what the image holds)."""
+    base = f"{APP_DIR}/{rel}".strip("/")
+    found = []
+    for e in entries:
+        if e.kind != "file" or e.source is None:
+            continue
+        inner = e.path[len(base) + 1 :] if e.path != base else Path(local).name
+        if looks_secret(inner, Path(e.source)):
+            found.append(e.source)
+    if found:
+        log.warning(
+            "artifact %r ships files that look like secrets (take them out if they are): %s",
+            rel,
+            ", ".join(found),
+        )
 
 
 def entries_key(entries: list[Entry], compression: str) -> str:

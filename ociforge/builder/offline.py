@@ -10,20 +10,28 @@ Everything is checked before any work, so a build that cannot finish fails at on
 nothing, and says exactly what to fetch, with the command that fetches it on a connected machine
 (``ociforge fetch``, which fills the same caches; copy ``$OCIFORGE_CACHE`` across, or carry the
 inputs in a bundle: ``ociforge bundle export`` / ``ociforge bundle rebuild``).
+
+With no lock file, an offline build installs the resolution remembered for the same
+requirements and targets (by an online build, ``ociforge fetch`` or ``ociforge lock`` with this
+cache), however old: offline, a remembered resolution never expires. The targets come from the
+bases, so that is looked up once the bases are read (:func:`remembered_locks`).
 """
 
 from __future__ import annotations
 
 import shlex
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ..bases import base as bases
 from ..errors import MissingInputs, NotFound
 from ..oci.platform import Platform
-from ..python.lock import read_lockfile
+from ..python.lock import Lock, read_lockfile
+from ..python.resolve import recall
+from ..python.target import Target
 from ..python.wheelcache import WheelCache
 from ..transports.spec import parse
+from .plan import resolve_options
 
 
 def fetch_command(
@@ -60,6 +68,8 @@ def missing_wheels(platforms: Sequence[Platform], lock, gpu: str | None = None) 
     variant = gpu or "cpu"
     for p in platforms:
         found = [lk for t, lk in locks.items() if t.platform == p and t.variant == variant]
+        if not found and gpu is None:  # no variant named: the one the lock's resolution took
+            found = [lk for t, lk in locks.items() if t.platform == p]
         if not found:
             out.append(f"an entry for {p} ({variant}) in the lock {lock}")
         for lk in found:
@@ -99,10 +109,51 @@ def preflight(
     python: str,
     gpu: str | None = None,
 ) -> None:
-    """Raise :class:`MissingInputs` listing everything an offline build of these inputs lacks."""
-    items = missing_wheels(platforms, lock, gpu) + missing_base(platforms, base, python)
+    """Raise :class:`MissingInputs` listing everything an offline build of these inputs lacks.
+
+    With no lock and the bases all here, the wheels are checked by :func:`remembered_locks`,
+    once the bases have given the targets."""
+    base_items = missing_base(platforms, base, python)
+    if lock is None and not base_items:
+        return
+    items = missing_wheels(platforms, lock, gpu) + base_items
     if items:
         base_arg = base if isinstance(base, str) else None
         raise MissingInputs(
             items, fetch_command(platforms, str(lock) if lock else None, python, gpu, base_arg)
         )
+
+
+def remembered_locks(
+    requirements: list[str],
+    targets: Mapping[Platform, Target],
+    *,
+    base=None,
+    python: str,
+    gpu: str | None = None,
+) -> dict[Target, Lock]:
+    """An offline build with no lock file: the resolution remembered for these requirements and
+    each target, whatever its age, with every wheel it names in the cache; or
+    :class:`MissingInputs` naming what is missing and the ``ociforge fetch`` command (nothing is
+    resolved, downloaded or written)."""
+    found = recall(requirements, list(targets.values()), resolve_options(gpu is None))
+    cache = WheelCache()
+    items: list[str] = []
+    for p, target in targets.items():
+        lock = found.get(target)
+        if lock is None:
+            items.append(
+                f"a lock file, or a resolution of these requirements for {p} ({target.variant}) "
+                f"remembered from an online build with this cache (none is): "
+                f"{', '.join(requirements) or '(none)'}"
+            )
+            continue
+        items.extend(
+            f"wheel {w.filename} (sha256 {w.sha256})"
+            for w in lock.packages
+            if not cache.path_for(w).is_file()
+        )
+    if items:
+        base_arg = base if isinstance(base, str) else None
+        raise MissingInputs(items, fetch_command(list(targets), None, python, gpu, base_arg))
+    return {t: found[t] for t in targets.values()}

@@ -47,9 +47,10 @@ def requirement_list(requirements) -> list[str]:
     return [str(r) for r in requirements]
 
 
-def resolve_options() -> ResolveOptions:
-    """A build shows no requested_by: it skips the second uv run that finds them."""
-    return ResolveOptions(annotate=False)
+def resolve_options(infer_variant: bool = False) -> ResolveOptions:
+    """A build shows no requested_by: it skips the second uv run that finds them.
+    ``infer_variant`` (no ``gpu`` named): CUDA builds in the resolution make it a CUDA image."""
+    return ResolveOptions(annotate=False, infer_variant=infer_variant)
 
 
 def bases_for(

@@ -50,6 +50,18 @@ def add_registry_options(p) -> None:
     )
 
 
+def add_push_options(p) -> None:
+    """Options of the commands that push to a registry: upload sizes, quiet, and the registry's."""
+    p.add_argument(
+        "--chunk-size",
+        type=int,
+        metavar="MIB",
+        help="largest upload request in MiB (bigger blobs go in resumable chunks)",
+    )
+    p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+    add_registry_options(p)
+
+
 def registry_kwargs(args) -> dict:
     out = {}
     if getattr(args, "insecure", False):

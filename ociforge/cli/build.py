@@ -34,13 +34,25 @@ SETTINGS = (
     "metadata",
     "test_sample",
     "labels",
+    "folder",
+    "grpc",
 )
 
 
 def register(sub) -> None:
     p = sub.add_parser("build", help="build a model into a multi-arch serving image")
     p.add_argument(
-        "model", metavar="FILE.py:OBJECT", help="a Python file and the model object in it"
+        "model",
+        metavar="FILE.py[:OBJECT]",
+        help="a Python file and the model object in it (default: the class named like the "
+        "file, as Seldon's wrapper takes MyModel from MyModel.py)",
+    )
+    p.add_argument(
+        "--folder",
+        metavar="DIR",
+        help="ship DIR's other files (weights, configs) beside the model, in the image's working "
+        "folder (/opt/ociforge/app), as Seldon's s2i ships the model's folder; dotfiles and "
+        "__pycache__ left out",
     )
     p.add_argument(
         "--platform",
@@ -70,7 +82,11 @@ def register(sub) -> None:
     p.add_argument("--name")
     p.add_argument("--version", dest="model_version")
     p.add_argument("--batch-size", type=int)
-    p.add_argument("--gpu", help="CUDA variant, e.g. cu121")
+    p.add_argument(
+        "--gpu",
+        help="variant: cpu or CUDA, e.g. cu121 (default: the CUDA builds the requirements "
+        "resolve to, said on stderr, else cpu)",
+    )
     p.add_argument(
         "--file",
         action="append",
@@ -92,9 +108,34 @@ def register(sub) -> None:
     p.add_argument("--compression", choices=("gzip", "zstd", "none"))
     p.add_argument("--lock", metavar="FILE", help="a lock from `ociforge lock` (resolves nothing)")
     p.add_argument(
-        "--offline", action="store_true", help="touch no network (needs --lock and warm caches)"
+        "--offline",
+        action="store_true",
+        help="touch no network: warm caches and --lock, or the resolution an online build of "
+        "the same requirements remembered",
     )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument(
+        "--sbom-format",
+        choices=("spdx", "cyclonedx"),
+        default="spdx",
+        help="SBOM attached to each platform image in a registry or layout (default spdx)",
+    )
+    p.add_argument("--no-sbom", action="store_true", help="attach no SBOM")
+    p.add_argument(
+        "--sign-key",
+        metavar="KEY",
+        help="cosign private key: sign the index and each image (password: $COSIGN_PASSWORD)",
+    )
+    p.add_argument(
+        "--grpc",
+        action="store_true",
+        help="also serve the Open Inference Protocol over gRPC on port 8081 (adds grpcio)",
+    )
+    p.add_argument(
+        "--no-check-libraries",
+        action="store_true",
+        help="skip the check that every shared library the wheels need is in the image",
+    )
     add_registry_options(p)
     p.set_defaults(func=run)
 
@@ -118,8 +159,11 @@ def project_settings(start: Path) -> dict:
 
 def load_model(spec: str):
     path_s, sep, obj_name = spec.rpartition(":")
-    if not sep or not path_s or not obj_name:
-        raise InvalidInput(f"{spec!r}: expected FILE.py:OBJECT")
+    if not sep and spec.endswith(".py"):
+        # Seldon's wrapper way: MyModel.py holds class MyModel
+        path_s, obj_name = spec, Path(spec).stem
+    elif not sep or not path_s or not obj_name:
+        raise InvalidInput(f"{spec!r}: expected FILE.py[:OBJECT]")
     path = Path(path_s)
     if not path.is_file():
         raise InvalidInput(f"model file {path} does not exist")
@@ -136,6 +180,37 @@ def load_model(spec: str):
             f"{path} defines no {obj_name!r} (callables there: {', '.join(names) or 'none'})"
         )
     return namespace[obj_name], path
+
+
+def _hidden(rel: Path) -> bool:
+    return any(part.startswith(".") or part == "__pycache__" for part in rel.parts)
+
+
+def folder_files(folder: str | Path, model_file: Path | None = None) -> dict[str, str]:
+    """``--folder DIR``: its entries as build ``files`` (image path relative to the working
+    folder -> local path), the model file itself, dotfiles and ``__pycache__`` left out. A
+    top-level folder with nothing hidden in it is one entry (one layer), else its files are."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise InvalidInput(f"--folder {folder}: not a directory")
+    skip = model_file.resolve() if model_file is not None else None
+    out: dict[str, str] = {}
+    for entry in sorted(root.iterdir()):
+        rel = entry.relative_to(root)
+        if _hidden(rel) or entry.resolve() == skip:
+            continue
+        if entry.is_dir():
+            inner = sorted(p for p in entry.rglob("*") if p.is_file() or p.is_symlink())
+            if any(_hidden(p.relative_to(root)) for p in entry.rglob("*")):
+                for p in inner:
+                    prel = p.relative_to(root)
+                    if not _hidden(prel) and p.is_file():
+                        out[prel.as_posix()] = str(p)
+            elif inner:
+                out[rel.as_posix()] = str(entry)
+        elif entry.is_file():
+            out[rel.as_posix()] = str(entry)
+    return out
 
 
 def _sample(text: str | None):
@@ -163,7 +238,9 @@ def run(args) -> int:
         except (OSError, ValueError) as e:
             raise InvalidInput(f"--metadata {args.metadata}: {e}") from None
     name = args.name or s.get("name") or "model"
-    files = {**s.get("files", {}), **key_values(args.file, "--file")}
+    folder = getattr(args, "folder", None) or s.get("folder")
+    shipped = folder_files(folder, path) if folder else {}
+    files = {**shipped, **s.get("files", {}), **key_values(args.file, "--file")}
     result = build(
         model,
         platforms=args.platform or s.get("platforms") or ["linux/amd64"],
@@ -184,6 +261,10 @@ def run(args) -> int:
         lock=args.lock or s.get("lock"),
         offline=args.offline or bool(s.get("offline", False)),
         labels={**s.get("labels", {}), **key_values(args.label, "--label")} or None,
+        sbom=False if args.no_sbom else args.sbom_format,
+        sign_key=args.sign_key,
+        grpc=args.grpc or bool(s.get("grpc", False)),
+        check_libraries=not args.no_check_libraries and bool(s.get("check_libraries", True)),
         **registry_kwargs(args),
     )
     if args.json:
@@ -193,4 +274,8 @@ def run(args) -> int:
         print(
             f"  platforms: {', '.join(map(str, result.platforms))}; {result.size / 1e6:.1f} MB stored"
         )
+        code = next((e["files"] for ls in result.layers.values() for e in ls if "files" in e), None)
+        if code is not None:  # what of the user's folders went into the image, to be checked
+            more = f", and {len(code) - 40} more (--json lists them)" if len(code) > 40 else ""
+            print(f"  code layer: {', '.join(code[:40])}{more}")
     return 0

@@ -14,7 +14,7 @@ from ..errors import InvalidInput
 from ..transports import spec, transport
 from ..transports.progress import make_progress
 from ..transports.registry.credentials import Credential
-from ._common import add_registry_options, registry_kwargs
+from ._common import add_push_options, registry_kwargs
 
 
 def register(sub) -> None:
@@ -34,14 +34,7 @@ def register(sub) -> None:
     )
     p.add_argument("--dest-creds", metavar="USER:PASSWORD", help="credentials for the destination")
     p.add_argument("--jobs", type=int, default=4, help="blobs uploaded at once (default 4)")
-    p.add_argument(
-        "--chunk-size",
-        type=int,
-        metavar="MIB",
-        help="largest upload request in MiB (bigger blobs go in resumable chunks)",
-    )
-    p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
-    add_registry_options(p)
+    add_push_options(p)
     p.set_defaults(func=run)
 
 

@@ -7,11 +7,12 @@ target options here (platform, Python, libc, variant) are shared with ``ociforge
 from __future__ import annotations
 
 import argparse
+import sys
 
 from ..errors import InvalidInput
 from ..oci.platform import parse_platforms
-from ..python.lock import write_lockfile
-from ..python.resolve import IndexSettings, ResolveOptions, resolve
+from ..python.lock import Lock, write_lockfile
+from ..python.resolve import IndexSettings, ResolveOptions, resolve, variant_note
 from ..python.target import Target
 from ._common import human_size
 
@@ -28,7 +29,9 @@ def add_requirement_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--python", default="3.11", help="the base's Python version (default: 3.11)")
     p.add_argument("--libc", default="glibc 2.36", help="the base's libc (default: glibc 2.36)")
     p.add_argument(
-        "--variant", default="cpu", help="cpu or a CUDA version like cu121 (default: cpu)"
+        "--variant",
+        help="cpu or a CUDA version like cu121 (default: cpu, or the CUDA version of the CUDA "
+        "builds the requirements resolve to, said on stderr)",
     )
     p.add_argument("--interpreter", help="the base's python path (default: /usr/bin/pythonX.Y)")
     p.add_argument("--index-url", help="replaces pip's index (pip.conf is read otherwise)")
@@ -43,9 +46,20 @@ def add_requirement_options(p: argparse.ArgumentParser) -> None:
 
 def targets_from_args(args) -> list[Target]:
     return [
-        Target.make(p, args.python, args.libc, args.variant, interpreter=args.interpreter)
+        Target.make(p, args.python, args.libc, args.variant or "cpu", interpreter=args.interpreter)
         for p in parse_platforms(args.platform)
     ]
+
+
+def resolve_from_args(args) -> dict[Target, Lock]:
+    """Resolve for the targets the options name, keyed by the lock's own target (the variant
+    taken from the resolution when none was named, said in one line on stderr)."""
+    locks = resolve(requirements_from_args(args), targets_from_args(args), options_from_args(args))
+    for requested, lk in locks.items():
+        note = variant_note(requested, lk)
+        if note:
+            print(note, file=sys.stderr)
+    return {lk.target: lk for lk in locks.values()}
 
 
 def requirements_from_args(args):
@@ -66,6 +80,7 @@ def options_from_args(args) -> ResolveOptions:
         use_pip_config=not args.no_pip_config,
         constraints=list(args.constraint),
         torch_backend=args.torch_backend,
+        infer_variant=args.variant is None,
     )
 
 
@@ -77,7 +92,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    locks = resolve(requirements_from_args(args), targets_from_args(args), options_from_args(args))
+    locks = resolve_from_args(args)
     write_lockfile(args.output, locks)
     for t, lk in locks.items():
         print(f"{t.key}: {len(lk.packages)} wheels, {human_size(lk.total_size)}")

@@ -10,14 +10,8 @@ import json
 
 from ..python.install import BIG_WHEEL, plan_layers
 from ..python.lock import read_lockfile
-from ..python.resolve import resolve
 from ._common import human_size
-from .lock import (
-    add_requirement_options,
-    options_from_args,
-    requirements_from_args,
-    targets_from_args,
-)
+from .lock import add_requirement_options, resolve_from_args
 
 
 def register(sub) -> None:
@@ -29,12 +23,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    if args.lock:
-        locks = read_lockfile(args.lock)
-    else:
-        locks = resolve(
-            requirements_from_args(args), targets_from_args(args), options_from_args(args)
-        )
+    locks = read_lockfile(args.lock) if args.lock else resolve_from_args(args)
     if args.json:
         print(
             json.dumps({t.key: lk.to_json() for t, lk in locks.items()}, indent=2, sort_keys=True)

@@ -1,21 +1,26 @@
 """A content-addressed blob store: ``ROOT/blobs/sha256/<hex>``, the same shape as an OCI layout.
 
-Blobs land by atomic rename after their digest is known (and checked, when one was announced), so a
-reader never sees a partial blob and an interrupted write leaves nothing behind. A blob already
-present is not written again. The local cache and every OCI layout ociforge writes are stores.
+Blobs land by atomic rename after their digest is known (and checked, when one was announced) and
+their bytes are on disk (fsync), so a reader never sees a partial blob and an interrupted write
+leaves nothing behind. A blob already present is not written again. The local cache and every
+OCI layout ociforge writes are stores, and several processes may write one at once: a staging
+file (``.tmp/blob-*``) is locked by its writer until it is published, so the staging files a
+killed writer left are told apart and removed when the store is next opened.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 from ..errors import DigestMismatch, InvalidInput, NotFound
+from ..fsutil import remove_stale, staging_file
 from .digest import HashingWriter, copy_stream, hex_of, validate
+
+STAGING_PREFIX = "blob-"
 
 
 class BlobWriter:
@@ -23,9 +28,8 @@ class BlobWriter:
 
     def __init__(self, store: BlobStore) -> None:
         self._store = store
-        store.tmp_dir.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix="blob-", dir=store.tmp_dir)
-        self._tmp = Path(name)
+        # locked until published or removed: a sweeper leaves it alone while this writer lives
+        fd, self._tmp = staging_file(store.tmp_dir, STAGING_PREFIX)
         self._file = os.fdopen(fd, "wb", buffering=1 << 20)
         self._hasher = HashingWriter(self._file)
         self.digest = ""
@@ -41,32 +45,44 @@ class BlobWriter:
         self._file.flush()
 
     def commit(self, expected: str | None = None) -> str:
-        """Close, check against ``expected`` (when given), and rename into place."""
-        self._file.close()
+        """Check against ``expected`` (when given), fsync, rename into place, and close (the
+        staging file stays locked until it is in place, so no sweeper can take it)."""
         self.digest, self.size = self._hasher.digest, self._hasher.size
-        if expected is not None and self.digest != validate(expected):
-            self._tmp.unlink(missing_ok=True)
-            raise DigestMismatch(f"blob hashes to {self.digest}, expected {expected}; not kept")
-        dest = self._store.path(self.digest)
-        if dest.exists():
-            self._tmp.unlink(missing_ok=True)
-        else:
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            os.chmod(self._tmp, 0o644)
-            os.replace(self._tmp, dest)
+        try:
+            if expected is not None and self.digest != validate(expected):
+                self._tmp.unlink(missing_ok=True)
+                raise DigestMismatch(f"blob hashes to {self.digest}, expected {expected}; not kept")
+            dest = self._store.path(self.digest)
+            if dest.exists():
+                self._tmp.unlink(missing_ok=True)
+            else:
+                self._file.flush()
+                if self._store.durable:
+                    os.fsync(self._file.fileno())
+                os.fchmod(self._file.fileno(), 0o644)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(self._tmp, dest)
+        finally:
+            self._file.close()
         return self.digest
 
     def abort(self) -> None:
+        if not self._file.closed:  # removed while still locked, then closed
+            self._tmp.unlink(missing_ok=True)
         with contextlib.suppress(Exception):
             self._file.close()
-        self._tmp.unlink(missing_ok=True)
 
 
 class BlobStore:
-    """Blobs by digest under ``root``; safe for several writers at once (rename is atomic)."""
+    """Blobs by digest under ``root``; safe for several writers at once (rename is atomic).
 
-    def __init__(self, root: str | os.PathLike) -> None:
+    ``durable=False`` skips the fsync before publishing, for a store that is itself staging
+    (the layout an archive is made from, removed once the archive is in place).
+    """
+
+    def __init__(self, root: str | os.PathLike, *, durable: bool = True) -> None:
         self.root = Path(root)
+        self.durable = durable
         self.blob_dir = self.root / "blobs" / "sha256"
         # Temporary files live beside, not inside, blobs/: an OCI layout's blobs/ holds only blobs.
         self.tmp_dir = self.root / ".tmp"
@@ -75,6 +91,7 @@ class BlobStore:
             self.tmp_dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise InvalidInput(f"cannot write to {self.root}: {e.strerror or e}") from None
+        remove_stale(self.tmp_dir, STAGING_PREFIX + r".+")
 
     def path(self, digest: str) -> Path:
         return self.blob_dir / hex_of(digest)

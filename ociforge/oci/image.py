@@ -29,6 +29,7 @@ from .manifest import (
     Index,
     Manifest,
     canonical_json,
+    loads,
     parse_manifest_bytes,
     rfc3339,
 )
@@ -77,10 +78,7 @@ class Image:
 
     @cached_property
     def config(self) -> ImageConfig:
-        try:
-            return ImageConfig.from_json(json.loads(self.raw_config))
-        except ValueError as e:
-            raise InvalidInput(f"image config is not valid JSON: {e}") from None
+        return ImageConfig.from_json(loads(self.raw_config, "image config"))
 
     @property
     def media_type(self) -> str:

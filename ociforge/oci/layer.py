@@ -158,29 +158,39 @@ def _lstat(path) -> os.stat_result:
 
 
 def entries_from_tree(
-    root: str | os.PathLike, prefix: str = "", ignore: Iterable[str] = ()
+    root: str | os.PathLike,
+    prefix: str = "",
+    ignore: Iterable[str] = (),
+    *,
+    exclude: Callable[[str, bool], bool] | None = None,
+    keep_special_bits: bool = False,
 ) -> Iterator[Entry]:
     """The entries of a directory tree on disk, placed under ``prefix`` in the image.
 
-    ``ignore`` holds glob patterns matched against each name (``__pycache__``, ``*.pyc``).
-    Symlinks are kept as symlinks (never followed); a symlink that loops is refused, as is a file
-    type a layer cannot hold (sockets, devices). Files sharing an inode become hardlinks to the
-    first one in sorted order. Raises before anything is written when the tree cannot be read.
+    ``ignore`` holds glob patterns matched against each name (``__pycache__``, ``*.pyc``);
+    ``exclude``, when given, is asked about each path (relative to ``root``, ``/``-separated, and
+    whether it is a directory) and leaves out those it answers True for (a directory with all it
+    holds). Symlinks are kept as symlinks (never followed); a symlink that loops is refused, as is
+    a file type a layer cannot hold (sockets, devices). Files sharing an inode become hardlinks to
+    the first one in sorted order. Modes are masked to ``0o777``: a setuid, setgid or sticky bit
+    on the user's disk does not reach a root-owned file of the image unless ``keep_special_bits``.
+    Raises before anything is written when the tree cannot be read.
     """
     root = Path(root)
     st = _lstat(root)
     prefix = image_path(prefix)
+    bits = 0o7777 if keep_special_bits else 0o777
     if stat.S_ISREG(st.st_mode):
         if not prefix:
             raise InvalidInput(f"{root}: a single file needs a destination path in the image")
-        yield Entry.from_file(prefix, root)
+        yield Entry.from_file(prefix, root, stat.S_IMODE(st.st_mode) & bits)
         return
     if not stat.S_ISDIR(st.st_mode):
         raise InvalidInput(f"{root}: not a file or directory")
     ignore = tuple(ignore)
     seen_inodes: dict[tuple[int, int], str] = {}
     if prefix:
-        yield Entry.dir(prefix, stat.S_IMODE(st.st_mode))
+        yield Entry.dir(prefix, stat.S_IMODE(st.st_mode) & bits)
 
     def walk(dirpath: Path, rel: str) -> Iterator[Entry]:
         try:
@@ -194,7 +204,9 @@ def entries_from_tree(
             inner = posixpath.join(rel, name) if rel else name
             dest = posixpath.join(prefix, inner) if prefix else inner
             est = _lstat(full)
-            mode = stat.S_IMODE(est.st_mode)
+            if exclude is not None and exclude(inner, stat.S_ISDIR(est.st_mode)):
+                continue
+            mode = stat.S_IMODE(est.st_mode) & bits
             if stat.S_ISLNK(est.st_mode):
                 try:
                     os.stat(full)

@@ -19,6 +19,45 @@ from .digest import of_bytes, validate
 from .platform import Platform
 
 
+def _obj(value: Any, what: str) -> dict:
+    if not isinstance(value, dict):
+        raise InvalidInput(f"invalid {what}: not a JSON object")
+    return value
+
+
+def _str(value: Any, what: str) -> str:
+    """A string field (absent or null: empty); another type is an error naming the field."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise InvalidInput(f"invalid {what}: a string is expected, not {type(value).__name__}")
+    return value
+
+
+def _strs(value: Any, what: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise InvalidInput(f"invalid {what}: a list of strings is expected")
+    return tuple(value)
+
+
+def _str_map(value: Any, what: str) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise InvalidInput(f"invalid {what}: an object of strings is expected")
+    return dict(value)
+
+
+def _size(value: Any, what: str) -> int:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInput(f"invalid {what}: size {value!r} is not an integer")
+    return value
+
+
 def canonical_json(obj: Any) -> bytes:
     """The one serialization ociforge writes: sorted keys, compact, UTF-8."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
@@ -46,19 +85,21 @@ class Descriptor:
 
     @classmethod
     def from_json(cls, obj: dict) -> Descriptor:
+        obj = _obj(obj, "descriptor")
+        what = f"descriptor {str(obj.get('digest'))[:80]!r}"
         try:
             return cls(
-                media_type=obj.get("mediaType", ""),
+                media_type=_str(obj.get("mediaType"), f"{what} mediaType"),
                 digest=obj["digest"],
-                size=int(obj["size"]),
-                annotations=dict(obj.get("annotations") or {}),
+                size=_size(obj["size"], what),
+                annotations=_str_map(obj.get("annotations"), f"{what} annotations"),
                 platform=Platform.from_json(obj["platform"]) if obj.get("platform") else None,
-                urls=tuple(obj.get("urls") or ()),
-                artifact_type=obj.get("artifactType", ""),
-                data=obj.get("data", ""),
+                urls=_strs(obj.get("urls"), f"{what} urls"),
+                artifact_type=_str(obj.get("artifactType"), f"{what} artifactType"),
+                data=_str(obj.get("data"), f"{what} data"),
             )
-        except (KeyError, TypeError, ValueError) as e:
-            raise InvalidInput(f"invalid descriptor {obj!r}: {e}") from None
+        except KeyError as e:
+            raise InvalidInput(f"invalid {what}: no {e.args[0]!r}") from None
 
     def to_json(self) -> dict:
         out: dict = {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
@@ -88,11 +129,12 @@ class History:
 
     @classmethod
     def from_json(cls, obj: dict) -> History:
+        obj = _obj(obj, "history entry")
         return cls(
-            created=obj.get("created", ""),
-            created_by=obj.get("created_by", ""),
-            comment=obj.get("comment", ""),
-            author=obj.get("author", ""),
+            created=_str(obj.get("created"), "history created"),
+            created_by=_str(obj.get("created_by"), "history created_by"),
+            comment=_str(obj.get("comment"), "history comment"),
+            author=_str(obj.get("author"), "history author"),
             empty_layer=bool(obj.get("empty_layer", False)),
         )
 
@@ -137,7 +179,7 @@ class RunConfig:
 
     @classmethod
     def from_json(cls, obj: dict | None) -> RunConfig:
-        obj = dict(obj or {})
+        obj = dict(_obj(obj, "image config's config") if obj is not None else {})
         kw: dict[str, Any] = {}
         for key, attr in _RUN_FIELDS.items():
             if key not in obj:
@@ -145,14 +187,17 @@ class RunConfig:
             val = obj.pop(key)
             if val is None:
                 continue
+            what = f"config {key}"
             if key in ("ExposedPorts", "Volumes"):
-                val = tuple(sorted(val))
+                val = tuple(sorted(val if isinstance(val, dict) else _strs(val, what)))
             elif key in ("Env",):
-                val = tuple(val)
+                val = _strs(val, what)
             elif key in ("Entrypoint", "Cmd"):
-                val = tuple(val) if isinstance(val, list) else (val,)
+                val = _strs(val, what) if isinstance(val, list) else (_str(val, what),)
             elif key == "Labels":
-                val = dict(val)
+                val = _str_map(val, what)
+            else:
+                val = _str(val, what)
             kw[attr] = val
         return cls(**kw, extra=obj)
 
@@ -207,19 +252,23 @@ class ImageConfig:
 
     @classmethod
     def from_json(cls, obj: dict) -> ImageConfig:
-        obj = dict(obj)
+        obj = dict(_obj(obj, "image config"))
         try:
-            rootfs = obj.pop("rootfs", {}) or {}
+            rootfs = _obj(obj.pop("rootfs", None) or {}, "image config rootfs")
+            diff_ids = rootfs.get("diff_ids") or []
+            history = obj.pop("history", None) or []
+            if not isinstance(diff_ids, list) or not isinstance(history, list):
+                raise InvalidInput("invalid image config: diff_ids and history must be lists")
             return cls(
-                architecture=obj.pop("architecture"),
-                os=obj.pop("os"),
-                variant=obj.pop("variant", "") or "",
-                os_version=obj.pop("os.version", "") or "",
-                created=obj.pop("created", "") or "",
-                author=obj.pop("author", "") or "",
+                architecture=_str(obj.pop("architecture"), "image config architecture"),
+                os=_str(obj.pop("os"), "image config os"),
+                variant=_str(obj.pop("variant", ""), "image config variant"),
+                os_version=_str(obj.pop("os.version", ""), "image config os.version"),
+                created=_str(obj.pop("created", ""), "image config created"),
+                author=_str(obj.pop("author", ""), "image config author"),
                 config=RunConfig.from_json(obj.pop("config", None)),
-                diff_ids=tuple(validate(d) for d in rootfs.get("diff_ids") or ()),
-                history=tuple(History.from_json(h) for h in obj.pop("history", None) or ()),
+                diff_ids=tuple(validate(d) for d in diff_ids),
+                history=tuple(History.from_json(h) for h in history),
                 extra=obj,
             )
         except KeyError as e:
@@ -258,18 +307,23 @@ class Manifest:
 
     @classmethod
     def from_json(cls, obj: dict, media_type: str = "") -> Manifest:
-        obj = dict(obj)
+        obj = dict(_obj(obj, "manifest"))
         if obj.get("schemaVersion") != 2:
             raise InvalidInput(f"unsupported manifest schemaVersion {obj.get('schemaVersion')!r}")
         obj.pop("schemaVersion")
+        layers = obj.pop("layers", None) or []
+        if not isinstance(layers, list):
+            raise InvalidInput("invalid manifest: layers must be a list")
         try:
             return cls(
-                media_type=obj.pop("mediaType", "") or media_type or mt.OCI_MANIFEST,
+                media_type=_str(obj.pop("mediaType", ""), "manifest mediaType")
+                or media_type
+                or mt.OCI_MANIFEST,
                 config=Descriptor.from_json(obj.pop("config")),
-                layers=tuple(Descriptor.from_json(d) for d in obj.pop("layers", None) or ()),
-                annotations=dict(obj.pop("annotations", None) or {}),
+                layers=tuple(Descriptor.from_json(d) for d in layers),
+                annotations=_str_map(obj.pop("annotations", None), "manifest annotations"),
                 subject=Descriptor.from_json(obj.pop("subject")) if obj.get("subject") else None,
-                artifact_type=obj.pop("artifactType", "") or "",
+                artifact_type=_str(obj.pop("artifactType", ""), "manifest artifactType"),
                 extra=obj,
             )
         except KeyError as e:
@@ -300,13 +354,18 @@ class Index:
 
     @classmethod
     def from_json(cls, obj: dict, media_type: str = "") -> Index:
-        obj = dict(obj)
+        obj = dict(_obj(obj, "index"))
         if obj.pop("schemaVersion", None) != 2:
             raise InvalidInput("unsupported index: schemaVersion must be 2")
+        manifests = obj.pop("manifests", None) or []
+        if not isinstance(manifests, list):
+            raise InvalidInput("invalid index: manifests must be a list")
         return cls(
-            media_type=obj.pop("mediaType", "") or media_type or mt.OCI_INDEX,
-            manifests=tuple(Descriptor.from_json(d) for d in obj.pop("manifests", None) or ()),
-            annotations=dict(obj.pop("annotations", None) or {}),
+            media_type=_str(obj.pop("mediaType", ""), "index mediaType")
+            or media_type
+            or mt.OCI_INDEX,
+            manifests=tuple(Descriptor.from_json(d) for d in manifests),
+            annotations=_str_map(obj.pop("annotations", None), "index annotations"),
             extra=obj,
         )
 
@@ -322,15 +381,21 @@ class Index:
         return canonical_json(self.to_json())
 
 
+def loads(raw: bytes | str, what: str) -> Any:
+    """JSON from outside: what cannot be read (not JSON, not UTF-8, nested past Python's
+    recursion limit) is an :class:`~ociforge.errors.InvalidInput` naming ``what``."""
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError) as e:
+        raise InvalidInput(f"{what} is not valid JSON: {str(e)[:200]}") from None
+
+
 def parse_manifest_bytes(raw: bytes, media_type: str = "") -> Manifest | Index:
     """Parse a manifest or an index; the media type comes from the JSON or the transport."""
-    try:
-        obj = json.loads(raw)
-    except ValueError as e:
-        raise InvalidInput(f"manifest is not valid JSON: {e}") from None
+    obj = loads(raw, "manifest")
     if not isinstance(obj, dict):
         raise InvalidInput("manifest is not a JSON object")
-    kind = obj.get("mediaType") or media_type
+    kind = _str(obj.get("mediaType"), "manifest mediaType") or media_type
     if not kind:
         kind = mt.OCI_INDEX if "manifests" in obj else mt.OCI_MANIFEST
     if mt.is_index(kind):

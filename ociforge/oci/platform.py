@@ -87,6 +87,14 @@ class Platform:
 
     @classmethod
     def from_json(cls, obj: dict) -> Platform:
+        if not isinstance(obj, dict):
+            raise InvalidInput("invalid platform: not a JSON object")
+        for key in ("os", "architecture", "variant", "os.version"):
+            if not isinstance(obj.get(key, ""), str):
+                raise InvalidInput(f"invalid platform: {key} must be a string")
+        features = obj.get("os.features") or []
+        if not isinstance(features, list) or not all(isinstance(f, str) for f in features):
+            raise InvalidInput("invalid platform: os.features must be a list of strings")
         arch = _ARCH_ALIASES.get(obj.get("architecture", ""), obj.get("architecture", ""))
         try:
             variant = cls._norm_variant(arch, obj.get("variant", ""))

@@ -15,13 +15,17 @@ Shape::
 
 URLs never carry credentials: they are stripped when a lock is made and found again from the
 user's index settings when wheels are fetched.
+
+A wheel ociforge built from an sdist (a package that publishes none) also records that sdist's
+hash, ``"sdist_sha256"``; building the wheel again from the lock refuses an sdist that no longer
+matches it. The key is left out for every other wheel, and a lock without it reads as before.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from packaging.utils import canonicalize_name, parse_wheel_filename
@@ -45,6 +49,7 @@ class LockedWheel:
     sha256: str
     size: int | None = None
     requested_by: tuple[str, ...] = ()
+    sdist_sha256: str | None = None  # the sdist a wheel built here came from (see the module)
 
     @property
     def pure(self) -> bool:
@@ -57,7 +62,7 @@ class LockedWheel:
         return canonicalize_name(self.name)
 
     def to_json(self) -> dict:
-        return {
+        out = {
             "name": self.name,
             "version": self.version,
             "filename": self.filename,
@@ -66,6 +71,9 @@ class LockedWheel:
             "size": self.size,
             "requested_by": list(self.requested_by),
         }
+        if self.sdist_sha256:
+            out["sdist_sha256"] = self.sdist_sha256
+        return out
 
     @classmethod
     def from_json(cls, obj: dict, where: str = "lock") -> LockedWheel:
@@ -73,6 +81,13 @@ class LockedWheel:
             sha = str(obj["sha256"]).lower()
             if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
                 raise InvalidInput(f"{where}: package {obj.get('name')!r}: invalid sha256 {sha!r}")
+            sdist = obj.get("sdist_sha256")
+            if sdist is not None:
+                sdist = str(sdist).lower()
+                if len(sdist) != 64 or any(c not in "0123456789abcdef" for c in sdist):
+                    raise InvalidInput(
+                        f"{where}: package {obj.get('name')!r}: invalid sdist_sha256 {sdist!r}"
+                    )
             return cls(
                 str(obj["name"]),
                 str(obj["version"]),
@@ -81,6 +96,7 @@ class LockedWheel:
                 sha,
                 None if obj.get("size") is None else int(obj["size"]),
                 tuple(obj.get("requested_by", ())),
+                sdist,
             )
         except KeyError as e:
             raise InvalidInput(f"{where}: a package entry lacks {e.args[0]!r}") from None
@@ -164,12 +180,21 @@ def read_lockfile(path: str | os.PathLike) -> dict[Target, Lock]:
     return loads(text, str(path))
 
 
-def find_lock(locks: dict[Target, Lock], target: Target) -> Lock:
-    """The lock for ``target``; a clear error listing what the file holds otherwise."""
+def find_lock(locks: dict[Target, Lock], target: Target, any_variant: bool = False) -> Lock:
+    """The lock for ``target``; a clear error listing what the file holds otherwise.
+
+    ``any_variant`` (no variant was named): failing an entry of ``target``'s own variant, the one
+    entry of another variant for the same platform, Python and libc (what the resolution took)."""
     if target in locks:
         return locks[target]
     for t, lk in locks.items():  # paths/interpreter do not change which wheels are picked
         if t.key == target.key:
             return lk
+    if any_variant:
+        others = [
+            lk for t, lk in locks.items() if replace(t, variant=target.variant).key == target.key
+        ]
+        if len(others) == 1:
+            return others[0]
     have = ", ".join(t.key for t in locks) or "nothing"
     raise NotFound(f"the lock has no entry for target {target.key} (it has: {have})")

@@ -34,6 +34,7 @@ retried; what cannot be fixed that way is an error that says what to change.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -58,8 +59,9 @@ from uv import find_uv_bin
 from ..cachedir import default_cache_dir
 from ..errors import InvalidInput, NotFound, OciforgeError
 from ..fsutil import atomic_write
+from .indexauth import redact_text, split_index_args
 from .lock import Lock, LockedWheel, dumps, find_lock, loads
-from .sdist import build_pure_wheel
+from .sdist import SDIST_PIN, build_pure_wheel, built_wheels_dir, pinned_sdist
 from .target import Target
 
 log = logging.getLogger(__name__)
@@ -73,6 +75,8 @@ _CUDA_LIB = re.compile(
     r"cusparse|cusparselt|nccl|nvjitlink|nvtx|nvshmem)(-cu(?P<cuda>\d+))?$"
 )
 _MAX_VARIANT_RETRIES = 3
+# CUDA libraries without a -cuXY suffix whose version is the CUDA version
+_CUDA_VERSIONED = {"nvidia-cuda-runtime", "nvidia-cublas", "nvidia-cuda-nvrtc", "nvidia-cuda-cupti"}
 
 
 class ResolutionError(OciforgeError):
@@ -172,6 +176,9 @@ class ResolveOptions:
     # 0.8 s of CPU for the example; pylock.toml has no dependency edges); a build, which never
     # shows them, leaves it out, except to explain a wrong-variant problem.
     annotate: bool = True
+    # No variant was named: a cpu target whose resolution pulls in CUDA builds becomes the CUDA
+    # variant they are built for (the lock's target says which; see variant_note).
+    infer_variant: bool = False
 
     def settings(self) -> IndexSettings:
         base = pip_index_settings() if self.use_pip_config else IndexSettings()
@@ -239,6 +246,8 @@ def _uv_env(settings: IndexSettings) -> dict[str, str]:
     if settings.cert and "SSL_CERT_FILE" not in env:
         env["SSL_CERT_FILE"] = settings.cert
     env.setdefault("UV_NO_PROGRESS", "1")
+    # Index URLs with credentials: here, not on the command line (see _uv_args).
+    env.update(split_index_args(settings.uv_args(), "uv")[1])
     return env
 
 
@@ -371,7 +380,7 @@ def _uv_args(
         ":all:",
         "--index-strategy",
         opts.index_strategy,
-        *settings.uv_args(),
+        *split_index_args(settings.uv_args(), "uv")[0],  # no credentials: they go in _uv_env
     ]
     if opts.offline:
         args.append("--offline")
@@ -391,6 +400,7 @@ def _variant_problems(target: Target, pkgs: list[LockedWheel]) -> tuple[list[str
     exclude, fatal = [], []
     cuda = target.cuda
     cpu_libs: dict[str, list[str]] = {}  # parent -> CUDA libraries it pulls into a cpu target
+    by_key = {p.key: p for p in pkgs}
     for p in pkgs:
         local = Version(p.version).local or ""
         if local and (local == "cpu" or re.fullmatch(r"cu\d+", local)):
@@ -401,20 +411,84 @@ def _variant_problems(target: Target, pkgs: list[LockedWheel]) -> tuple[list[str
         if not lib:
             continue
         if cuda is None:
-            parents = [r for r in p.requested_by if not _CUDA_LIB.match(r)] or ["<requirements>"]
-            for parent in parents:
+            for parent in _origins(p.key, by_key) or [TOP_LEVEL]:
                 cpu_libs.setdefault(parent, []).append(p.name)
         elif lib.group("cuda") and int(lib.group("cuda")) != cuda[0]:
             fatal.append(
                 f"{p.name} {p.version} is built for CUDA {lib.group('cuda')}, not {cuda[0]}"
             )
-    versions = {p.key: p.version for p in pkgs}
     for parent, libs in sorted(cpu_libs.items()):
-        fatal.append(
-            f"{parent} {versions.get(parent, '')} is a CUDA build here: it pulls in "
-            f"{len(libs)} CUDA libraries ({', '.join(sorted(libs))})"
-        )
+        libs_text = f"{len(libs)} CUDA libraries ({', '.join(sorted(libs))})"
+        if parent == TOP_LEVEL or parent not in by_key:
+            fatal.append(f"the requirements name {libs_text} themselves")
+        else:
+            fatal.append(
+                f"{by_key[parent].name} {by_key[parent].version} is a CUDA build here: "
+                f"it pulls in {libs_text}"
+            )
     return exclude, fatal
+
+
+def _origins(key: str, by_key: dict[str, LockedWheel]) -> list[str]:
+    """The packages that pulled the CUDA library ``key`` in, through any other CUDA libraries
+    (nvidia-cuda-nvrtc-cu12 via nvidia-cublas-cu12 via jax-cuda12-plugin: jax-cuda12-plugin),
+    and ``TOP_LEVEL`` when the requirements name it."""
+    found: set[str] = set()
+    seen = {key}
+    todo = [key]
+    while todo:
+        wheel = by_key.get(todo.pop())
+        for r in wheel.requested_by if wheel is not None else ():
+            if r in seen:
+                continue
+            seen.add(r)
+            if _CUDA_LIB.match(r):
+                todo.append(r)
+            else:
+                found.add(r)
+    return sorted(found)
+
+
+def implied_variant(pkgs: list[LockedWheel]) -> str | None:
+    """The CUDA variant a resolution's builds are for: ``cu121`` from a ``+cu121`` build, else
+    ``cu12`` from the CUDA libraries (``nvidia-cublas-cu12``, or the version of an unsuffixed
+    ``nvidia-cuda-runtime``); None when it holds no CUDA build (or none says which CUDA)."""
+    local = sorted(
+        {lv for p in pkgs if re.fullmatch(r"cu\d{2,}", lv := (Version(p.version).local or ""))}
+    )
+    if local:
+        return local[-1]
+    majors = set()
+    for p in pkgs:
+        lib = _CUDA_LIB.match(p.key)
+        if lib and lib.group("cuda"):
+            majors.add(int(lib.group("cuda")))
+        elif lib and p.key in _CUDA_VERSIONED:
+            majors.add(Version(p.version).major)
+    return f"cu{max(majors)}" if majors and max(majors) >= 10 else None
+
+
+def variant_note(requested: Target, lock: Lock) -> str | None:
+    """One line saying that no variant was named and the resolution took another (None when it
+    did not): which builds made it, and how to refuse them."""
+    if lock.target.variant == requested.variant:
+        return None
+    pkgs = lock.packages
+    builds = [
+        f"{p.name} {p.version}"
+        for p in pkgs
+        if re.fullmatch(r"cu\d+", Version(p.version).local or "")
+    ]
+    builds += [p.name for p in pkgs if "cuda" in p.key and not _CUDA_LIB.match(p.key)]
+    libs = [p.name for p in pkgs if _CUDA_LIB.match(p.key)]
+    if libs:
+        more = ", ..." if len(libs) > 3 else ""
+        builds.append(f"{len(libs)} CUDA libraries: {', '.join(libs[:3])}{more}")
+    what = ", ".join(builds) or "the lock's"
+    return (
+        f"{requested.platform}: no variant named, and the requirements resolve to CUDA builds "
+        f"({what}): taking variant {lock.target.variant} (name the variant to choose another)"
+    )
 
 
 def _cuda_local_ok(local: str, cuda: tuple[int, int | None]) -> bool:
@@ -450,6 +524,16 @@ def resolve_one(
                 built.add(e.package)
                 settings = settings.merged(IndexSettings(find_links=[str(found)]))
                 continue
+            implied = implied_variant(lock.packages) if opts.infer_variant else None
+            if implied is not None and target.cuda is None:
+                # CUDA builds with no variant named: the user asked for CUDA. Resolved again
+                # for that variant, so its own checks (one CUDA major, no +cpu builds) apply.
+                return resolve_one(
+                    requirements,
+                    dataclasses.replace(target, variant=implied),
+                    dataclasses.replace(opts, infer_variant=False),
+                    settings,
+                )
             more, fatal = _variant_problems(target, lock.packages)
             if (more or fatal) and not opts.annotate:  # the messages name who pulled them in
                 lock = _resolve_pass(reqs, target, opts, settings, excludes, tmp, True)
@@ -544,18 +628,29 @@ def _resolve_pass(
                 sha.lower(),
                 _size_of(w["url"], w.get("size")),
                 via.get(name, ()),
+                sdist_sha256=_sdist_pin(w["url"]),
             )
         )
     return Lock(target, pkgs)
 
 
+def _sdist_pin(url: str) -> str | None:
+    """For a wheel ociforge built from an sdist: that sdist's sha256 (recorded in the lock)."""
+    p = urllib.parse.urlsplit(url)
+    if p.scheme != "file":
+        return None
+    folder = Path(urllib.request.url2pathname(p.path)).parent
+    if (
+        folder.parent.resolve() != built_wheels_dir().resolve()
+        or not (folder / SDIST_PIN).is_file()
+    ):
+        return None
+    return pinned_sdist(folder)
+
+
 def _strip_auth_text(text: str, settings: IndexSettings) -> str:
-    for _host, (user, password) in settings.credentials().items():
-        for secret in (password, urllib.parse.quote(password, safe="")):
-            if secret:
-                text = text.replace(secret, "****")
-        del user
-    return text
+    """uv's output with the credentials of the index URLs hidden (user part and password)."""
+    return redact_text(text, settings.credentials().values())
 
 
 def resolve(
@@ -632,6 +727,29 @@ def remembered(
     return all(_fresh(_memo_path(requirements, t, opts, settings)) for t in targets)
 
 
+def recall(
+    requirements: list[str] | str | os.PathLike,
+    targets: list[Target],
+    options: ResolveOptions | None = None,
+) -> dict[Target, Lock]:
+    """The resolution remembered for ``requirements`` and each target that has one, whatever its
+    age (offline, a resolution never expires): what :func:`resolve` with ``options`` wrote, or
+    else the same resolution with the other ``annotate`` (``ociforge fetch`` and ``ociforge
+    lock`` annotate theirs; the wheels are the same). No network, no uv."""
+    opts = options or ResolveOptions()
+    settings = opts.settings()
+    found: dict[Target, Lock] = {}
+    for target in targets:
+        for o in (opts, dataclasses.replace(opts, annotate=not opts.annotate)):
+            try:
+                path = _memo_path(requirements, target, o, settings)
+                found[target] = find_lock(loads(path.read_text()), target, opts.infer_variant)
+                break
+            except (OciforgeError, OSError):
+                continue  # not remembered, or unreadable: a miss
+    return found
+
+
 def _remembered(
     requirements, target: Target, opts: ResolveOptions, settings: IndexSettings
 ) -> Lock:
@@ -639,7 +757,7 @@ def _remembered(
     path = _memo_path(requirements, target, opts, settings) if resolve_ttl() > 0 else None
     if _fresh(path):
         try:
-            return find_lock(loads(path.read_text()), target)
+            return find_lock(loads(path.read_text()), target, opts.infer_variant)
         except (OciforgeError, OSError):
             pass  # an unreadable memo is just a miss
     lock = resolve_one(requirements, target, opts, settings)

@@ -15,10 +15,10 @@ never appear in a message.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
-import tempfile
 import urllib.parse
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -29,19 +29,27 @@ import requests
 
 from ..cachedir import default_cache_dir
 from ..errors import DigestMismatch, InvalidInput, NotFound
+from ..fsutil import remove_stale, staging_file
 from ..oci.digest import CHUNK
+from .indexauth import redact_url
 from .lock import Lock, LockedWheel
 from .resolve import pip_index_settings
+from .sdist import build_pure_wheel
 
 log = logging.getLogger(__name__)
 
+# A wheel whose lock gives no size is still bounded: no published wheel comes near this.
+MAX_UNSIZED_WHEEL = 8 << 30
+
 
 def _redact(url: str) -> str:
+    return redact_url(url)  # user part (a token too), password and query hidden
+
+
+def _local_file(url: str) -> bool:
+    """True for a ``file://`` URL of a file that exists here."""
     p = urllib.parse.urlsplit(url)
-    if p.username or p.password:
-        host = p.hostname or ""
-        return urllib.parse.urlunsplit((p.scheme, f"****@{host}", p.path, "", ""))
-    return url
+    return p.scheme == "file" and Path(urllib.request.url2pathname(p.path)).is_file()
 
 
 def sha256_file(path: Path) -> str:
@@ -70,6 +78,7 @@ class WheelCache:
             self.tmp.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise InvalidInput(f"cannot write to wheel cache {self.root}: {e.strerror}") from None
+        remove_stale(self.tmp, r"\.dl-.+")  # a killed download's (its writer holds no lock)
         self.stats = FetchStats()
 
     def path_for(self, wheel: LockedWheel) -> Path:
@@ -96,6 +105,7 @@ class WheelCache:
         cert: str | None = None,
         credentials: dict | None = None,
         offline: bool = False,
+        index_args: list[str] | None = None,
     ) -> Path:
         path = self.cached(wheel)
         if path is not None:
@@ -106,31 +116,40 @@ class WheelCache:
                 f"{wheel.filename} (sha256 {wheel.sha256}) is not in the wheel cache {self.root} "
                 f"and the build is offline"
             )
+        if wheel.sdist_sha256 and not _local_file(wheel.url):
+            # Built from an sdist on the machine that made the lock: build it again here, from
+            # the sdist the lock pins (the built wheel is then checked against the lock's hash).
+            folder = build_pure_wheel(
+                wheel.name, wheel.version, index_args or [], cert, sdist_sha256=wheel.sdist_sha256
+            )
+            wheel = dataclasses.replace(wheel, url=(folder / wheel.filename).as_uri())
         return self._download(wheel, session, cert, credentials or {})
 
     def _download(self, wheel: LockedWheel, session, cert, credentials) -> Path:
         dest = self.path_for(wheel)
-        fd, tmpname = tempfile.mkstemp(prefix=".dl-", dir=self.tmp)
-        tmp = Path(tmpname)
+        fd, tmp = staging_file(self.tmp, ".dl-")  # locked until renamed or removed
         h = hashlib.sha256()
         size = 0
-        try:
-            with os.fdopen(fd, "wb") as out:
-                for chunk in self._stream(wheel.url, session, cert, credentials):
+        with os.fdopen(fd, "wb") as out:
+            try:
+                limit = wheel.size if wheel.size is not None else MAX_UNSIZED_WHEEL
+                for chunk in self._stream(wheel.url, session, cert, credentials, limit):
                     h.update(chunk)
                     size += len(chunk)
                     out.write(chunk)
-            if h.hexdigest() != wheel.sha256:
-                raise DigestMismatch(
-                    f"{wheel.filename} from {_redact(wheel.url)} hashes to sha256:{h.hexdigest()}, "
-                    f"the lock says sha256:{wheel.sha256}; not kept"
-                )
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, dest)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+                if h.hexdigest() != wheel.sha256:
+                    raise DigestMismatch(
+                        f"{wheel.filename} from {_redact(wheel.url)} hashes to sha256:{h.hexdigest()}, "
+                        f"the lock says sha256:{wheel.sha256}; not kept"
+                    )
+                out.flush()
+                os.fsync(out.fileno())
+                os.fchmod(out.fileno(), 0o644)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(tmp, dest)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
         self.stats.downloaded += 1
         self.stats.downloaded_bytes += size
         self.stats.names.append(wheel.filename)
@@ -138,7 +157,19 @@ class WheelCache:
         return dest
 
     @staticmethod
-    def _stream(url: str, session, cert, credentials):
+    def _stream(url: str, session, cert, credentials, limit: int | None = None):
+        """The bytes at ``url``; more than ``limit`` (the lock's size) is cut and refused."""
+        if limit is not None:
+            got = 0
+            for chunk in WheelCache._stream(url, session, cert, credentials):
+                got += len(chunk)
+                if got > limit:
+                    raise DigestMismatch(
+                        f"{_redact(url)} sent more than the {limit} bytes the lock gives it; "
+                        "cut and not kept"
+                    )
+                yield chunk
+            return
         parts = urllib.parse.urlsplit(url)
         if parts.scheme == "file":
             path = urllib.request.url2pathname(parts.path)
@@ -157,7 +188,7 @@ class WheelCache:
             with sess.get(url, stream=True, timeout=60, verify=cert or True, auth=auth) as r:
                 if r.status_code != 200:
                     raise NotFound(f"{_redact(url)}: HTTP {r.status_code}")
-                yield from r.iter_content(CHUNK)
+                yield from r.iter_content(CHUNK)  # streamed: bounded by the caller's limit
         except requests.RequestException as e:
             raise NotFound(f"cannot download {_redact(url)}: {type(e).__name__}") from None
 
@@ -178,12 +209,15 @@ def fetch(
     cache = cache or WheelCache()
     wheels = lock.packages if isinstance(lock, Lock) else list(lock)
     missing = [w for w in wheels if not cache.path_for(w).is_file()]
-    cert, creds, session = None, {}, None
+    cert, creds, session, index_args = None, {}, None, []
     if missing and not offline:
         if settings is None:
             settings = pip_index_settings()
         cert, creds = settings.cert, settings.credentials()
+        index_args = settings.uv_args()  # to build a wheel again from its pinned sdist
         session = requests.Session()
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as ex:
-        futures = [ex.submit(cache.get, w, session, cert, creds, offline) for w in wheels]
+        futures = [
+            ex.submit(cache.get, w, session, cert, creds, offline, index_args) for w in wheels
+        ]
         return [f.result() for f in futures]

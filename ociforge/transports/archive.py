@@ -3,7 +3,10 @@
 Reading never extracts: members are located once and each blob is read through its own file
 handle at its offset, so several blobs can stream at once and memory stays flat. Writing builds
 the new archive beside the destination and renames it into place, so a failure leaves the old
-archive as it was.
+archive as it was. A writer holds a lock (``flock`` on ``.FILE.lock`` beside the archive,
+removed when released) from reading the old archive to renaming the new one into place, so two
+writers of one archive keep each other's tags; what a killed writer left (its staging folder
+``.FILE.staging``) is removed by the next one.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shutil
 import tarfile
 import tempfile
@@ -18,6 +22,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ..errors import InvalidInput, NotFound
+from ..fsutil import locked, remove_stale, staging_file
 from ..oci.image import Image, ImageIndex, load
 from ..oci.layer import Entry, entries_from_tree, write_tar
 from ..oci.manifest import Descriptor, Index
@@ -94,7 +99,7 @@ class TarSource:
 def read_layout_in_tar(src: TarSource, tag: str | None) -> Image | ImageIndex:
     try:
         index = Index.from_json(json.loads(src.read_member("index.json")))
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:
         raise InvalidInput(f"{src.path}: invalid index.json: {e}") from None
     return load(src, find_descriptor(index, tag, f"archive {src.path}"))
 
@@ -108,24 +113,31 @@ def read_oci_archive(path: str | os.PathLike, tag: str | None = None) -> Image |
 
 def tar_directory(root: Path, dest: Path, extra: list[Entry] | None = None) -> None:
     """Write the tree at ``root`` as a deterministic uncompressed tar at ``dest`` (atomic)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
+    fd, tmp = staging_file(dest.parent, f".{dest.name}.")  # locked until in place
+    with os.fdopen(fd, "wb") as f:
+        try:
             entries = [e for e in entries_from_tree(root) if not e.path.startswith(".tmp")]
             write_tar(entries + list(extra or []), f)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+            f.flush()
+            os.fsync(f.fileno())
+            os.fchmod(f.fileno(), 0o644)
+            os.replace(tmp, dest)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
 
-def _staging_dir(dest: Path) -> Path:
+def _check_folder(dest: Path) -> Path:
     parent = dest.parent
     if not parent.is_dir():
         raise InvalidInput(f"cannot write {dest}: {parent} is not a directory")
     if not os.access(parent, os.W_OK):
         raise InvalidInput(f"cannot write {dest}: {parent} is not writable")
+    return parent
+
+
+def _staging_dir(dest: Path) -> Path:
+    parent = _check_folder(dest)
     try:
         return Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=parent))
     except OSError as e:
@@ -141,7 +153,21 @@ def write_oci_archive(
         validate_tag(tag)
     if dest.is_dir():
         raise InvalidInput(f"{dest} is a directory; an oci-archive is a file")
-    stage = _staging_dir(dest)
+    parent = _check_folder(dest)
+    with locked(parent / f".{dest.name}.lock"):
+        # one writer of this archive at a time: a staging folder found here is a killed writer's,
+        # and so is an unlocked half-written archive (tar_directory's staging file)
+        stage = parent / f".{dest.name}.staging"
+        shutil.rmtree(stage, ignore_errors=True)
+        remove_stale(parent, re.escape(f".{dest.name}.") + r"[A-Za-z0-9_]{8}")
+        try:
+            stage.mkdir()
+        except OSError as e:
+            raise InvalidInput(f"cannot write {dest}: {e.strerror or e}") from None
+        return _write_archive(obj, dest, tag, stage)
+
+
+def _write_archive(obj: Image | ImageIndex, dest: Path, tag: str | None, stage: Path) -> Descriptor:
     try:
         layout = stage / "layout"
         if dest.exists():
@@ -152,8 +178,8 @@ def write_oci_archive(
             for d in index.manifests:
                 old_tag = d.annotations.get(REF_NAME)
                 if old_tag and old_tag != tag:
-                    write_layout(read_layout_in_tar(src, old_tag), layout, old_tag)
-        desc = write_layout(obj, layout, tag)
+                    write_layout(read_layout_in_tar(src, old_tag), layout, old_tag, durable=False)
+        desc = write_layout(obj, layout, tag, durable=False)  # staging: the tar is fsynced
         # Keep the index entries in a stable order: other tags first, then the new one.
         tar_directory(layout, dest)
         return desc

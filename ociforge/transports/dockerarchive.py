@@ -9,7 +9,6 @@ skopeo) accepts that, and the diff_id is verified while each layer is decompress
 from __future__ import annotations
 
 import io
-import json
 import os
 import shutil
 import tarfile
@@ -21,7 +20,7 @@ from ..oci import mediatypes as mt
 from ..oci.digest import HashingWriter, copy_stream, of_bytes
 from ..oci.image import Image, ImageIndex, from_raw
 from ..oci.layer import DEFAULT_EPOCH, decompressor
-from ..oci.manifest import Descriptor, Index, Manifest, canonical_json
+from ..oci.manifest import Descriptor, Index, Manifest, canonical_json, loads
 from .archive import TarSource, _staging_dir, read_layout_in_tar
 from .layout import REF_NAME, validate_tag
 
@@ -174,7 +173,7 @@ def read_docker_archive(path: str | os.PathLike, name: str | None = None) -> Ima
     """The image named ``name`` (or the only one) in a ``docker save`` archive."""
     src = _DockerArchiveSource(path)
     if src.has_member("oci-layout") and src.has_member("index.json"):
-        index = Index.from_json(json.loads(src.read_member("index.json")))
+        index = Index.from_json(loads(src.read_member("index.json"), f"{path}: index.json"))
         if name:
             wanted = normalize_name(name)
             for d in index.manifests:
@@ -187,10 +186,7 @@ def read_docker_archive(path: str | os.PathLike, name: str | None = None) -> Ima
             return _as_image(read_layout_in_tar(src, None))
     if not src.has_member("manifest.json"):
         raise InvalidInput(f"{path} is not a docker archive (no manifest.json)")
-    try:
-        entries = json.loads(src.read_member("manifest.json"))
-    except ValueError as e:
-        raise InvalidInput(f"{path}: invalid manifest.json: {e}") from None
+    entries = _entries(loads(src.read_member("manifest.json"), f"{path}: manifest.json"), path)
     if name:
         wanted = normalize_name(name)
         chosen = [e for e in entries if wanted in (e.get("RepoTags") or [])]
@@ -206,7 +202,11 @@ def read_docker_archive(path: str | os.PathLike, name: str | None = None) -> Ima
         tags = [t for e in entries for t in e.get("RepoTags") or []]
         raise InvalidInput(f"{path} holds several images; name one of: {', '.join(tags)}")
     raw_config = src.read_member(entry["Config"])
-    diff_ids = json.loads(raw_config).get("rootfs", {}).get("diff_ids", [])
+    config = loads(raw_config, f"{path}: {entry['Config']}")
+    rootfs = (config.get("rootfs") or {}) if isinstance(config, dict) else None
+    diff_ids = (rootfs.get("diff_ids") or []) if isinstance(rootfs, dict) else None
+    if not isinstance(diff_ids, list) or not all(isinstance(d, str) for d in diff_ids):
+        raise InvalidInput(f"{path}: {entry['Config']} is not an image config")
     layers = []
     for member, diff_id in zip(entry["Layers"], diff_ids, strict=False):
         with src.open_member(member) as f:
@@ -223,6 +223,25 @@ def read_docker_archive(path: str | os.PathLike, name: str | None = None) -> Ima
     src.by_digest[cfg_desc.digest] = entry["Config"]
     manifest = Manifest(config=cfg_desc, layers=tuple(layers))
     return Image(manifest.to_bytes(), raw_config, src)
+
+
+def _entries(obj, path) -> list[dict]:
+    """manifest.json's entries, each with a ``Config`` member name, ``Layers`` member names and
+    ``RepoTags`` (an archive is outside data: a wrong shape is an error, never a crash)."""
+    ok = isinstance(obj, list) and all(
+        isinstance(e, dict)
+        and isinstance(e.get("Config"), str)
+        and isinstance(e.get("Layers"), list)
+        and all(isinstance(m, str) for m in e["Layers"])
+        and isinstance(e.get("RepoTags") or [], list)
+        and all(isinstance(t, str) for t in e.get("RepoTags") or [])
+        for e in obj
+    )
+    if not ok:
+        raise InvalidInput(
+            f"{path}: invalid manifest.json: a list of {{Config, Layers, RepoTags}} is expected"
+        )
+    return obj
 
 
 def _blob(src: TarSource, d: Descriptor) -> bytes:

@@ -4,6 +4,12 @@ A layout is a blob store plus ``index.json`` naming its images by ``org.opencont
 Several tags share one layout and its blobs. Writes are ordered so that an interrupted or failed
 write leaves the previous content intact: blobs first (each by atomic rename, verified against
 its digest), manifests children-first, and ``index.json`` replaced by atomic rename last.
+
+Several processes may write one layout at once: a writer holds a lock (``flock`` on
+``.index.json.lock`` in the layout, removed when released) while it creates the layout
+(``oci-layout`` first, so another writer never finds a half-made folder) and while it reads,
+merges and replaces ``index.json``, so no writer's tag is lost. Blobs are copied between the
+two, unlocked: they are content-addressed and published by atomic rename.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ..errors import InvalidInput, NotFound
-from ..fsutil import atomic_write
+from ..fsutil import atomic_write, locked, remove_stale
 from ..oci import mediatypes as mt
 from ..oci.blobstore import BlobStore
 from ..oci.image import Image, ImageIndex, load, walk_blobs, walk_manifests
@@ -23,6 +29,9 @@ from ..oci.manifest import Descriptor, Index, canonical_json
 
 REF_NAME = "org.opencontainers.image.ref.name"
 LAYOUT_FILE = {"imageLayoutVersion": "1.0.0"}
+LOCK_FILE = ".index.json.lock"
+# what atomic_write leaves behind when its writer is killed (``.index.json.k3j_x9a2``)
+_STAGING = r"\.(index\.json|oci-layout)\.[A-Za-z0-9_]{8}"
 _TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
 
 
@@ -65,7 +74,7 @@ def read_index_json(root: Path) -> Index:
         raise InvalidInput(f"cannot read {path}: {e.strerror}") from None
     try:
         return Index.from_json(json.loads(raw))
-    except (ValueError, InvalidInput) as e:
+    except (ValueError, RecursionError, InvalidInput) as e:
         raise InvalidInput(f"{path}: invalid index: {e}") from None
 
 
@@ -118,36 +127,59 @@ def copy_blobs(obj: Image | ImageIndex, store: BlobStore) -> int:
     return copied
 
 
+def layout_store(root: Path, *, durable: bool = True) -> BlobStore:
+    """The blob store of the OCI layout at ``root``, which is made a layout first if it is new
+    (``oci-layout`` before any blob), so writers can put blobs straight into it. Staging files a
+    killed writer left behind are removed on the way."""
+    if root.exists() and not root.is_dir():
+        raise InvalidInput(f"{root} exists and is not a directory")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InvalidInput(f"cannot create {root}: {e.strerror or e}") from None
+    with locked(root / LOCK_FILE):
+        remove_stale(root, _STAGING)  # left by a killed writer (no live writer holds them)
+        if not (root / "oci-layout").is_file():
+            if _foreign(root):
+                raise InvalidInput(f"{root} is a non-empty directory that is not an OCI layout")
+            atomic_write(root / "oci-layout", canonical_json(LAYOUT_FILE))
+    return BlobStore(root, durable=durable)
+
+
 def write_layout(
     obj: Image | ImageIndex,
     root: str | os.PathLike,
     tag: str | None = None,
     *,
     annotations: dict[str, str] | None = None,
+    durable: bool = True,
 ) -> Descriptor:
     """Add ``obj`` to the layout at ``root`` (created if needed), tagged ``tag``.
 
     An existing entry with the same tag is replaced; other tags stay. Returns the descriptor
-    written into ``index.json``.
+    written into ``index.json``. ``durable=False`` (a staging layout) skips the blobs' fsync.
     """
     root = Path(root)
     if tag is not None:
         validate_tag(tag)
-    if root.exists() and not root.is_dir():
-        raise InvalidInput(f"{root} exists and is not a directory")
-    if root.is_dir() and any(root.iterdir()) and not (root / "oci-layout").is_file():
-        raise InvalidInput(f"{root} is a non-empty directory that is not an OCI layout")
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise InvalidInput(f"cannot create {root}: {e.strerror or e}") from None
-    store = BlobStore(root)
+    store = layout_store(root, durable=durable)
     try:
         copy_blobs(obj, store)
     finally:
         store.cleanup()
-    if not (root / "oci-layout").is_file():
-        atomic_write(root / "oci-layout", canonical_json(LAYOUT_FILE))
+    with locked(root / LOCK_FILE):
+        return _add_to_index(root, obj, tag, annotations)
+
+
+def _foreign(root: Path) -> bool:
+    """Whether ``root`` holds anything but the lock of a writer about to make it a layout."""
+    return any(p.name != LOCK_FILE for p in root.iterdir())
+
+
+def _add_to_index(
+    root: Path, obj: Image | ImageIndex, tag: str | None, annotations: dict[str, str] | None
+) -> Descriptor:
+    """Read, merge and replace ``index.json`` (the caller holds the layout's lock)."""
     index = read_index_json(root) if (root / "index.json").is_file() else Index(manifests=())
     ann = dict(annotations or {})
     if tag is not None:

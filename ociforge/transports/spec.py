@@ -71,6 +71,21 @@ def parse(spec: str) -> Spec:
     return Spec("docker", spec)
 
 
+def recorded_name(spec: str | Spec | None) -> str | None:
+    """How an image built on ``spec`` names its base (``org.opencontainers.image.base.name``):
+    a registry reference as given (less ``docker://``), and nothing for a local source
+    (``oci:``, ``oci-archive:``, ``docker-archive:``, ``docker-daemon:``), since its path would
+    put the building machine's folders into the image and make the same files in another folder
+    give another digest (the base's digest is recorded either way)."""
+    if not spec:
+        return None
+    try:
+        s = parse(spec) if isinstance(spec, str) else spec
+    except InvalidInput:
+        return None
+    return s.path if s.kind == "docker" else None
+
+
 @dataclass(frozen=True)
 class WriteResult:
     """Where an image landed: a readable reference, the top digest, and transport details."""

@@ -1,27 +1,39 @@
 """The Flask application: routes, request decoding, error answers, request logs.
 
-Routes are thin: they decode with ``codec``, call the ``Predictor`` and encode
-with ``codec``.  Every error leaves as JSON ``{"error": message}`` (the Open
-Inference Protocol's error shape) with a status that says whose fault it is.
+Routes are thin: they take a concurrency slot, decode with ``codec``, call the
+``Predictor`` and encode with ``codec``.  Every error leaves as JSON ``{"error":
+message}`` (the Open Inference Protocol's error shape) with a status that says whose
+fault it is; a 500 also carries a ``request_id`` (and ``X-Request-Id``) that names
+its log line, which alone holds the model's exception text and traceback.
 """
 
 from __future__ import annotations
 
+import io
 import os
+import secrets
 import sys
 import time
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit
 
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from . import __version__, codec, logs, openapi
+from . import __version__, binary, codec, kserve_v1, logs, openapi, seldon
 from .config import Settings
-from .errors import BadInput, Forbidden, ModelError, NotFound, RuntimeHTTPError
+from .errors import (
+    BadInput,
+    Forbidden,
+    ModelError,
+    NotFound,
+    RuntimeHTTPError,
+    TooLarge,
+    UnsupportedType,
+)
 from .metrics import LATENCY_BUCKETS, Exporter, Registry, render
-from .predictor import Predictor
+from .predictor import Admission, Predictor
 
 JSON = "application/json"
 ROUTE_KEY = "ociforge.route"
@@ -35,6 +47,28 @@ def _model_json(body: Any) -> Response:
     return Response(codec.encode_response(body), mimetype=JSON)
 
 
+def new_request_id() -> str:
+    return secrets.token_hex(8)
+
+
+def body_limit_message(limit: int) -> str:
+    return f"request body is larger than {limit} bytes (OCIFORGE_MAX_REQUEST_BYTES)"
+
+
+def _read_terminated(stream: Any, limit: int) -> bytes | None:
+    """A body of unknown length (chunked) read whole; None if it is over ``limit`` bytes."""
+    chunks = []
+    total = 0
+    while True:
+        chunk = stream.read(min(64 * 1024, limit + 1 - total))
+        if not chunk:
+            return b"".join(chunks)
+        total += len(chunk)
+        if total > limit:
+            return None
+        chunks.append(chunk)
+
+
 class RequestObserver:
     """WSGI middleware: one log line and the request metrics for every request.
 
@@ -42,10 +76,17 @@ class RequestObserver:
     handling and encoding, and so that even a 404 or a 413 is counted.
     """
 
-    def __init__(self, wsgi_app: Callable[..., Any], registry: Registry, access_log: bool) -> None:
+    def __init__(
+        self,
+        wsgi_app: Callable[..., Any],
+        registry: Registry,
+        access_log: bool,
+        max_request_bytes: int | None = None,
+    ) -> None:
         self.wsgi_app = wsgi_app
         self.registry = registry
         self.access_log = access_log
+        self.max_request_bytes = max_request_bytes
         registry.describe(
             "ociforge_requests_total", "counter", "HTTP requests by method, route and status"
         )
@@ -65,6 +106,10 @@ class RequestObserver:
             return start_response(code, headers, exc_info)
 
         try:
+            if environ.get("HTTP_TRANSFER_ENCODING") and not environ.get("CONTENT_LENGTH"):
+                limited = self._chunked(environ, observe_status)
+                if limited is not None:
+                    return limited
             return self.wsgi_app(environ, observe_status)
         finally:
             latency = time.perf_counter() - start
@@ -75,6 +120,28 @@ class RequestObserver:
                 logs.request(
                     method, route, environ.get("PATH_INFO", ""), status[0], latency * 1000.0
                 )
+
+    def _chunked(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        """A chunked body: read it whole within the body limit (werkzeug would silently cut
+        it at the limit and the model would see a truncated body); 413 beyond."""
+        limit = self.max_request_bytes
+        if limit is None or "wsgi.input" not in environ:
+            return None
+        data = _read_terminated(environ["wsgi.input"], limit)
+        if data is None:
+            body = codec.dumps({"error": body_limit_message(limit)})
+            start_response(
+                "413 Request Entity Too Large",
+                [
+                    ("Content-Type", JSON),
+                    ("Content-Length", str(len(body))),
+                    ("Connection", "close"),
+                ],
+            )
+            return [body]
+        environ["wsgi.input"] = io.BytesIO(data)
+        environ["CONTENT_LENGTH"] = str(len(data))
+        return None
 
 
 class RuntimeFlask(Flask):
@@ -105,37 +172,55 @@ def create_app(
     app = RuntimeFlask("ociforge_runtime")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     app.config["MAX_FORM_MEMORY_SIZE"] = settings.max_request_bytes
+    app.config["MAX_FORM_PARTS"] = settings.max_form_parts  # counted first, see check_form_parts
     started = time.time()
     openapi_doc: dict[str, bytes] = {}
 
     # ------------------------------------------------------------------ plumbing
 
     def error_body(exc: Exception, extra: dict[str, Any] | None = None) -> Response:
-        if isinstance(exc, ModelError) and log_model_errors:
-            original = exc.original or exc
-            logs.event(
-                "model_error",
-                level="error",
-                route=request.environ.get(ROUTE_KEY),
-                error=exc.message,
-                traceback=logs.format_exception(original),
-            )
-        if isinstance(exc, ModelError) and on_model_error is not None:
-            on_model_error(exc)
-        if isinstance(exc, RuntimeHTTPError):
+        request_id = None
+        if isinstance(exc, ModelError):
+            request_id = new_request_id()
+            if log_model_errors:
+                logs.event(
+                    "model_error",
+                    level="error",
+                    request_id=request_id,
+                    route=request.environ.get(ROUTE_KEY),
+                    error=exc.message,
+                    traceback=logs.format_exception(exc.original or exc),
+                )
+            if on_model_error is not None:
+                on_model_error(exc)
+        if isinstance(exc, ModelError):
+            status = exc.status
+            message = exc.message if settings.error_details else exc.public
+        elif isinstance(exc, RuntimeHTTPError):
             status, message = exc.status, exc.message
         elif isinstance(exc, RequestEntityTooLarge):
-            status = 413
-            message = (
-                f"request body is larger than {settings.max_request_bytes} bytes "
-                "(OCIFORGE_MAX_REQUEST_BYTES)"
-            )
+            status, message = 413, body_limit_message(settings.max_request_bytes)
         elif isinstance(exc, HTTPException):
             status, message = exc.code or 500, exc.description or exc.name
         else:
+            request_id = new_request_id()
             status, message = 500, "internal server error"
-            logs.event("internal_error", level="error", traceback=logs.format_exception(exc))
-        response = _json({**(extra or {}), "error": message}, status)
+            if settings.error_details:
+                message = f"internal server error: {type(exc).__name__}: {exc}"
+            logs.event(
+                "internal_error",
+                level="error",
+                request_id=request_id,
+                route=request.environ.get(ROUTE_KEY),
+                error=f"{type(exc).__name__}: {exc}",
+                traceback=logs.format_exception(exc),
+            )
+        body = {**(extra or {}), "error": message}
+        if request_id is not None:
+            body["request_id"] = request_id
+        response = _json(body, status)
+        if request_id is not None:
+            response.headers["X-Request-Id"] = request_id
         if status == 503:
             response.headers["Retry-After"] = "1"
         return response
@@ -153,11 +238,31 @@ def create_app(
                 f"model '{name}' has no version '{version}' (version: {card.get('version')})"
             )
 
+    def check_form_parts(req: Any) -> None:
+        """413 naming the part limit for a multipart body with too many parts.
+
+        Counted on the raw body before werkzeug parses it (every part starts with the
+        boundary delimiter), so the answer can say which limit was hit; werkzeug's own
+        ``MAX_FORM_PARTS`` check would only say "too large".
+        """
+        boundary = req.mimetype_params.get("boundary")
+        if not boundary:
+            return  # werkzeug finds no parts: a 400 below
+        data = req.get_data(cache=True)  # werkzeug then parses these bytes, not the stream
+        delimiter = b"--" + boundary.encode("latin-1", "replace")
+        parts = data.count(delimiter) - min(1, data.count(delimiter + b"--"))
+        if parts > settings.max_form_parts:
+            raise TooLarge(
+                f"multipart body has more than {settings.max_form_parts} parts "
+                "(OCIFORGE_MAX_FORM_PARTS)"
+            )
+
     def read_input(batch: bool) -> Any:
         """Decode the body of /predict, /predict/batch and /run by Content-Type."""
         req = request._get_current_object()  # type: ignore[attr-defined]  # once, not per use
         mimetype = req.mimetype
         if mimetype == "multipart/form-data":
+            check_form_parts(req)
             parts: list[tuple[str, Any]] = list(req.form.items(multi=True))
             parts += [(k, f.read()) for k, f in req.files.items(multi=True)]
             if batch:
@@ -171,6 +276,11 @@ def create_app(
             if data.lstrip()[:1] in (b"{", b"["):
                 mimetype = JSON
             else:
+                if data.count(b"&") >= settings.max_form_parts:
+                    raise TooLarge(
+                        f"form body has more than {settings.max_form_parts} fields "
+                        "(OCIFORGE_MAX_FORM_PARTS)"
+                    )
                 return codec.decode_parts(parse_qsl(data.decode("utf-8", "replace")))
         if batch:
             if not codec.is_json_type(mimetype):
@@ -178,8 +288,24 @@ def create_app(
                     "/predict/batch takes a JSON list (Content-Type: application/json) "
                     "or multipart/form-data with one part per input"
                 )
-            return codec.decode_batch_json(data)
-        return codec.decode_body(mimetype, req.mimetype_params.get("charset"), data)
+            return codec.decode_batch_json(data, settings.max_json_values)
+        return codec.decode_body(
+            mimetype, req.mimetype_params.get("charset"), data, settings.max_json_values
+        )
+
+    def admitted(decode: Callable[[], Any], call: Callable[[Any, Admission], Any]) -> Any:
+        """Take a concurrency slot, then decode the body, then call the model.
+
+        The slot comes first: decoding a large JSON body costs many times its size in
+        memory, so no more bodies are decoded at once than requests are let in.
+        """
+        admission = predictor.admit()
+        try:
+            x = decode()
+        except BaseException:
+            admission.release()
+            raise
+        return call(x, admission)
 
     def with_meta(body: dict[str, Any]) -> dict[str, Any]:
         tags = predictor.tags()
@@ -189,15 +315,42 @@ def create_app(
 
     # ------------------------------------------------------------------ simple route
 
+    def decode_limited(data: bytes) -> Any:
+        return codec.decode_json(data, settings.max_json_values)
+
+    # ------------------------------------------------------------------ Seldon protocol
+
+    seldon_answer, seldon_form_view = seldon.register(
+        app, predictor, admitted=admitted, error_response=error_body, decode_json=decode_limited
+    )
+
     @app.post("/predict")
     def predict() -> Response:
-        x = read_input(batch=False)
-        return _model_json(with_meta({"prediction": predictor.predict(x)}))
+        req = request._get_current_object()  # type: ignore[attr-defined]
+        if req.mimetype == "multipart/form-data":
+            check_form_parts(req)
+        if seldon.wants_form(req):  # SeldonClient / Seldon Core: the message in a form field
+            return seldon_form_view()
+        answered: list[Response] = []
+
+        def call(x: Any, admission: Admission) -> Any:
+            if seldon.is_message(x) and (
+                codec.is_json_type(req.mimetype)
+                or req.mimetype == "application/x-www-form-urlencoded"  # curl -d '{"data": ...}'
+            ):
+                answered.append(seldon_answer(x, admission))  # a SeldonMessage body
+                return None
+            return predictor.predict(x, admission)
+
+        result = admitted(lambda: read_input(batch=False), call)
+        if answered:
+            return answered[0]
+        return _model_json(with_meta({"prediction": result}))
 
     @app.post("/predict/batch")
     def predict_batch() -> Response:
-        xs = read_input(batch=True)
-        return _model_json(with_meta({"predictions": predictor.predict_many(xs)}))
+        results = admitted(lambda: read_input(batch=True), predictor.predict_many)
+        return _model_json(with_meta({"predictions": results}))
 
     # ------------------------------------------------------------------ Open Inference Protocol
 
@@ -217,7 +370,9 @@ def create_app(
 
     @app.get("/v2")
     def server_metadata() -> Response:
-        return _json({"name": "ociforge", "version": __version__, "extensions": []})
+        return _json(
+            {"name": "ociforge", "version": __version__, "extensions": ["binary_tensor_data"]}
+        )
 
     @app.get("/v2/models/<name>")
     @app.get("/v2/models/<name>/versions/<version>")
@@ -242,20 +397,44 @@ def create_app(
     @app.post("/v2/models/<name>/versions/<version>/infer")
     def infer(name: str, version: str | None = None) -> Response:
         check_model(name, version)
-        body = codec.decode_json(request.get_data(cache=False))
-        x, requested, request_id = codec.decode_infer_request(body, predictor.card)
-        result = predictor.predict(x)
-        return _model_json(
-            codec.encode_infer_response(result, predictor.card, requested, request_id)
+        decoded: list[Any] = []
+
+        def decode() -> Any:
+            data = request.get_data(cache=False)
+            size = binary.header_length(request.headers.get(binary.HEADER), len(data))
+            arrays = None
+            if size is None:
+                body = codec.decode_json(data, settings.max_json_values)
+            else:  # binary tensor extension: a JSON header, then the tensors' bytes
+                view = memoryview(data)
+                body = codec.decode_json(bytes(view[:size]), settings.max_json_values)
+                arrays = binary.decode_inputs(body, view[size:])
+            x, requested, request_id = codec.decode_infer_request(body, predictor.card, arrays)
+            decoded[:] = [requested, request_id, binary.wanted(body)]
+            return x
+
+        result = admitted(decode, predictor.predict)
+        requested, request_id, wanted = decoded
+        blobs: list[bytes] = []
+        body = codec.encode_infer_response(
+            result, predictor.card, requested, request_id, wanted, blobs
         )
+        if not blobs:
+            return _model_json(body)
+        header = codec.encode_response(body)
+        response = Response(b"".join([header, *blobs]), mimetype="application/octet-stream")
+        response.headers[binary.HEADER] = str(len(header))
+        return response
+
+    kserve_v1.register(app, predictor, admitted=admitted, decode_json=decode_limited)
 
     # ------------------------------------------------------------------ Chassis-style lifecycle
 
     @app.post("/run")
     def run() -> Response:
         try:
-            x = read_input(batch=False)
-            return _model_json(with_meta({"success": True, "outputs": [predictor.predict(x)]}))
+            result = admitted(lambda: read_input(batch=False), predictor.predict)
+            return _model_json(with_meta({"success": True, "outputs": [result]}))
         except Exception as exc:  # noqa: BLE001 - answered Chassis-style, with success: false
             return error_body(exc, {"success": False})
 
@@ -278,12 +457,32 @@ def create_app(
                 "server": {
                     "workers": settings.workers,
                     "threads": settings.threads,
-                    "pid": os.getpid(),
-                    "uid": os.geteuid(),
                     "uptime_s": round(time.time() - started, 3),
                 },
             }
         )
+
+    def check_not_cross_site(req: Any) -> None:
+        """Refuse what a web page in a browser could send to ``/shutdown`` (CSRF).
+
+        A form or a no-CORS ``fetch`` can only send the "simple" content types (form,
+        multipart, text/plain, or none) without a CORS preflight, which this server never
+        grants; browsers also say where a request comes from in ``Sec-Fetch-Site`` and
+        ``Origin``. Operators' tools (curl, kubectl exec) send neither.
+        """
+        site = (req.headers.get("Sec-Fetch-Site") or "").strip().lower()
+        if site and site not in ("same-origin", "none"):
+            raise Forbidden(f"cross-site request refused (Sec-Fetch-Site: {site[:40]})")
+        origin = req.headers.get("Origin")
+        if origin is not None:
+            origin_host = urlsplit(origin.strip()).netloc.lower()
+            if not origin_host or origin_host != (req.host or "").lower():
+                raise Forbidden("cross-origin request refused (Origin does not match Host)")
+        if not codec.is_json_type(req.mimetype):
+            raise UnsupportedType(
+                "POST /shutdown needs Content-Type: application/json "
+                "(curl -X POST -H 'Content-Type: application/json' .../shutdown)"
+            )
 
     @app.post("/shutdown")
     def shutdown_route() -> Response:
@@ -291,6 +490,7 @@ def create_app(
             raise Forbidden("shutdown is disabled; set OCIFORGE_ENABLE_SHUTDOWN=1 to allow it")
         if shutdown is None:
             raise Forbidden("no server process to shut down")
+        check_not_cross_site(request._get_current_object())  # type: ignore[attr-defined]
         logs.event("shutdown_requested", remote=request.remote_addr)
         shutdown()
         return _json({"shutting_down": True}, 202)
@@ -327,5 +527,7 @@ def create_app(
             }
         )
 
-    app.wsgi_app = RequestObserver(app.wsgi_app, predictor.registry, settings.access_log)  # type: ignore[method-assign]
+    app.wsgi_app = RequestObserver(  # type: ignore[method-assign]
+        app.wsgi_app, predictor.registry, settings.access_log, settings.max_request_bytes
+    )
     return app

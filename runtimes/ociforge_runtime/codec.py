@@ -11,9 +11,10 @@ from __future__ import annotations
 import base64
 import json
 import math
+import re
 from typing import Any
 
-from .errors import BadInput, ModelError
+from .errors import BadInput, ModelError, TooLarge
 
 # Open Inference Protocol datatype <-> numpy dtype name.
 V2_TO_NUMPY = {
@@ -78,23 +79,71 @@ def encode_response(body: Any) -> bytes:
     """
     try:
         return dumps(body)
-    except (TypeError, ValueError) as exc:
-        raise ModelError(f"model output cannot be encoded as JSON: {exc}", exc) from exc
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise ModelError(
+            f"model output cannot be encoded as JSON: {exc}",
+            exc,
+            public="the model's output cannot be encoded as JSON",
+        ) from exc
 
 
 # --------------------------------------------------------------------------- simple route in
 
+# Every JSON value (and object key) but the first follows one of these bytes outside strings.
+_JSON_SEPARATORS = (b",", b":", b"[", b"{")
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
 
-def decode_json(data: bytes) -> Any:
-    """Parse a JSON body; 400 with the parser's position on malformed input."""
+
+def json_values(data: bytes) -> int:
+    """An upper bound of the values in a JSON document, object keys included.
+
+    Each value or key after the first follows a ``,`` ``:`` ``[`` or ``{`` (an empty ``[]``
+    or ``{}`` holds none): counting those bytes (C speed, no decoding) bounds the count, by
+    at most twice (an empty container written with spaces inside). Separators inside
+    strings are counted too; only when that bound is over a limit are the strings blanked
+    out to count again (``check_json_values``).
+    """
+    return (
+        1 + sum(data.count(sep) for sep in _JSON_SEPARATORS) - data.count(b"[]") - data.count(b"{}")
+    )
+
+
+def check_json_values(data: bytes, limit: int | None) -> None:
+    """413 when ``data`` holds more than ``limit`` JSON values: checked before decoding.
+
+    A decoded value costs up to about 72 bytes of Python objects (an empty dict and its
+    slot in the list holding it) while its text may be 2 bytes, so the body size alone does
+    not bound decoding memory; the value count does.
+    """
+    if limit is None or json_values(data) <= limit:
+        return
+    if json_values(_JSON_STRING.sub(b'""', data)) <= limit:
+        return
+    raise TooLarge(
+        f"JSON body has more than {limit} values (OCIFORGE_MAX_JSON_VALUES); "
+        "send fewer inputs per request"
+    )
+
+
+def decode_json(data: bytes, max_values: int | None = None) -> Any:
+    """Parse a JSON body; 400 with the parser's position on malformed input.
+
+    ``max_values`` bounds the values decoded (413 beyond, checked before decoding); nesting
+    deeper than the interpreter's recursion limit (about 1,000 levels) is a 400.
+    """
     if not data.strip():
         raise BadInput("empty request body: expected a JSON document")
+    check_json_values(data, max_values)
     try:
         return json.loads(data)
     except UnicodeDecodeError as exc:
         raise BadInput(f"malformed JSON: body is not UTF-8 ({exc.reason})") from None
     except ValueError as exc:
         raise BadInput(f"malformed JSON: {exc}") from None
+    except RecursionError:
+        raise BadInput(
+            "malformed JSON: nested too deeply (at most about 1,000 levels of arrays/objects)"
+        ) from None
 
 
 def decode_text(data: bytes, charset: str | None) -> str:
@@ -102,20 +151,22 @@ def decode_text(data: bytes, charset: str | None) -> str:
     charset = charset or "utf-8"
     try:
         return data.decode(charset)
-    except LookupError:
-        raise BadInput(f"unknown charset {charset!r} in Content-Type") from None
     except UnicodeDecodeError as exc:
         raise BadInput(f"body is not valid {charset}: {exc.reason} at byte {exc.start}") from None
+    except (LookupError, ValueError, TypeError):
+        raise BadInput(f"unknown charset {charset!r} in Content-Type") from None
 
 
 def is_json_type(mimetype: str) -> bool:
     return mimetype == "application/json" or mimetype.endswith("+json")
 
 
-def decode_body(mimetype: str, charset: str | None, data: bytes) -> Any:
+def decode_body(
+    mimetype: str, charset: str | None, data: bytes, max_values: int | None = None
+) -> Any:
     """The model input for a non-multipart body: JSON -> object, text -> str, else bytes."""
     if is_json_type(mimetype):
-        return decode_json(data)
+        return decode_json(data, max_values)
     if mimetype.startswith("text/"):
         return decode_text(data, charset)
     return data
@@ -141,9 +192,9 @@ def decode_parts(parts: list[tuple[str, Any]]) -> Any:
     return out
 
 
-def decode_batch_json(data: bytes) -> list[Any]:
+def decode_batch_json(data: bytes, max_values: int | None = None) -> list[Any]:
     """``/predict/batch`` JSON: a list of inputs (or ``{"instances": [...]}``)."""
-    obj = decode_json(data)
+    obj = decode_json(data, max_values)
     if isinstance(obj, dict) and isinstance(obj.get("instances"), list):
         obj = obj["instances"]
     if not isinstance(obj, list):
@@ -184,7 +235,7 @@ def decode_tensor(spec: Any, where: str) -> tuple[str, Any]:
     where = f"input '{name}'"
     shape = _check_shape(spec["shape"], where)
     datatype = spec["datatype"]
-    if datatype not in V2_TO_NUMPY:
+    if not isinstance(datatype, str) or datatype not in V2_TO_NUMPY:
         raise BadInput(
             f"{where}: unknown datatype {datatype!r} (expected one of {', '.join(V2_TO_NUMPY)})"
         )
@@ -223,7 +274,9 @@ def _shape_matches(declared: list[int], actual: list[int]) -> bool:
     )
 
 
-def decode_infer_request(body: Any, card: dict[str, Any]) -> tuple[Any, list[str] | None, Any]:
+def decode_infer_request(
+    body: Any, card: dict[str, Any], arrays: dict[int, Any] | None = None
+) -> tuple[Any, list[str] | None, Any]:
     """A v2 ``infer`` body -> ``(model input, requested output names, request id)``.
 
     One input tensor is passed to the model as an array, several as a
@@ -239,10 +292,36 @@ def decode_infer_request(body: Any, card: dict[str, Any]) -> tuple[Any, list[str
         raise BadInput("infer request: 'inputs' must be a non-empty list of tensors")
     tensors: dict[str, Any] = {}
     for i, spec in enumerate(inputs):
-        name, arr = decode_tensor(spec, f"inputs[{i}]")
+        if arrays and i in arrays:  # binary tensor extension: already decoded from the body
+            name, arr = spec["name"], arrays[i]
+        else:
+            name, arr = decode_tensor(spec, f"inputs[{i}]")
         if name in tensors:
             raise BadInput(f"input '{name}' given twice")
         tensors[name] = (arr, spec["datatype"])
+    check_declared_inputs(tensors, card)
+    requested = None
+    if body.get("outputs") is not None:
+        outs = body["outputs"]
+        if not isinstance(outs, list) or not all(
+            isinstance(o, dict) and isinstance(o.get("name"), str) for o in outs
+        ):
+            raise BadInput("infer request: 'outputs' must be a list of {\"name\": ...}")
+        requested = [o["name"] for o in outs]
+    return model_input(tensors), requested, body.get("id")
+
+
+def model_input(tensors: dict[str, tuple[Any, str]]) -> Any:
+    """Decoded tensors -> the model's input: one array, or ``{name: array}`` for several."""
+    values = {name: arr for name, (arr, _) in tensors.items()}
+    return next(iter(values.values())) if len(values) == 1 else values
+
+
+def check_declared_inputs(tensors: dict[str, tuple[Any, str]], card: dict[str, Any]) -> None:
+    """400 unless ``{name: (array, datatype)}`` matches the card's declared inputs (if any).
+
+    Shared by every v2 transport (JSON, gRPC), so all check names, datatypes and shapes alike.
+    """
     declared = {d["name"]: d for d in card.get("inputs") or []}
     if declared:
         for name in declared:
@@ -260,21 +339,11 @@ def decode_infer_request(body: Any, card: dict[str, Any]) -> tuple[Any, list[str
                 raise BadInput(
                     f"input '{name}': expected shape {spec['shape']}, got {list(arr.shape)}"
                 )
-    requested = None
-    if body.get("outputs") is not None:
-        outs = body["outputs"]
-        if not isinstance(outs, list) or not all(
-            isinstance(o, dict) and isinstance(o.get("name"), str) for o in outs
-        ):
-            raise BadInput("infer request: 'outputs' must be a list of {\"name\": ...}")
-        requested = [o["name"] for o in outs]
-    values = {name: arr for name, (arr, _) in tensors.items()}
-    x = next(iter(values.values())) if len(values) == 1 else values
-    return x, requested, body.get("id")
 
 
-def encode_tensor(name: str, value: Any, datatype: str | None = None) -> dict[str, Any]:
-    """A model output -> a v2 output tensor ``{name, datatype, shape, data}``."""
+def output_array(name: str, value: Any, datatype: str | None = None) -> tuple[Any, str]:
+    """A model output -> ``(numpy array, v2 datatype)``; the datatype is inferred when not
+    declared. Shared by every v2 transport (JSON, gRPC); unencodable output is a ModelError."""
     np = _np()
     try:
         arr = np.asarray(value)
@@ -287,6 +356,32 @@ def encode_tensor(name: str, value: Any, datatype: str | None = None) -> dict[st
                 datatype = NUMPY_TO_V2.get(arr.dtype.name)
                 if datatype is None:
                     raise TypeError(f"dtype {arr.dtype} has no v2 datatype")
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise ModelError(
+            f"output '{name}' cannot be encoded as a tensor: {exc}",
+            exc,
+            public="the model's output cannot be encoded as a tensor",
+        ) from exc
+    return arr, datatype
+
+
+def encode_tensor(
+    name: str, value: Any, datatype: str | None = None, blobs: list[bytes] | None = None
+) -> dict[str, Any]:
+    """A model output -> a v2 output tensor ``{name, datatype, shape, data}``; with ``blobs``
+    (binary tensor extension) its bytes are appended there and it says ``binary_data_size``."""
+    arr, datatype = output_array(name, value, datatype)
+    try:
+        if blobs is not None:
+            from .binary import encode
+
+            blobs.append(encode(arr, datatype))
+            return {
+                "name": name,
+                "datatype": datatype,
+                "shape": list(arr.shape),
+                "parameters": {"binary_data_size": len(blobs[-1])},
+            }
         if datatype == "BYTES":
             data = [
                 v.decode("utf-8", "backslashreplace") if isinstance(v, bytes) else str(v)
@@ -294,8 +389,12 @@ def encode_tensor(name: str, value: Any, datatype: str | None = None) -> dict[st
             ]
         else:
             data = arr.astype(V2_TO_NUMPY[datatype], copy=False).ravel().tolist()
-    except (TypeError, ValueError) as exc:
-        raise ModelError(f"output '{name}' cannot be encoded as a tensor: {exc}", exc) from exc
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise ModelError(
+            f"output '{name}' cannot be encoded as a tensor: {exc}",
+            exc,
+            public="the model's output cannot be encoded as a tensor",
+        ) from exc
     return {"name": name, "datatype": datatype, "shape": list(arr.shape), "data": data}
 
 
@@ -304,12 +403,42 @@ def encode_infer_response(
     card: dict[str, Any],
     requested: list[str] | None = None,
     request_id: Any = None,
+    binary: dict[str, bool] | bool = False,
+    blobs: list[bytes] | None = None,
 ) -> dict[str, Any]:
-    """The model's result -> a v2 ``infer`` response body.
+    """The model's result -> a v2 ``infer`` response body (the outputs ``binary`` names, or all
+    when it is True, in binary form: their bytes appended to ``blobs``).
 
     A dict result gives one tensor per key; otherwise one tensor named after
     the card's first declared output (``output-0`` if none is declared), or one
     per declared output when the model returns a tuple of that length.
+    """
+
+    def as_binary(name: str) -> bool:
+        return blobs is not None and (
+            binary.get(name, False) if isinstance(binary, dict) else bool(binary)
+        )
+
+    outputs = [
+        encode_tensor(k, v, t, blobs if as_binary(k) else None)
+        for k, v, t in named_outputs(result, card, requested)
+    ]
+    body: dict[str, Any] = {
+        "model_name": card["name"],
+        "model_version": card["version"],
+        "outputs": outputs,
+    }
+    if request_id is not None:
+        body["id"] = request_id
+    return body
+
+
+def named_outputs(
+    result: Any, card: dict[str, Any], requested: list[str] | None = None
+) -> list[tuple[str, Any, str | None]]:
+    """The model's result -> ``[(output name, value, declared datatype or None)]``.
+
+    Shared by every v2 transport (JSON, gRPC); 400 when a requested output is not produced.
     """
     declared = card.get("outputs") or []
     types = {d["name"]: d["datatype"] for d in declared}
@@ -327,12 +456,4 @@ def encode_infer_response(
                     f"requested output '{name}' is not produced by the model (outputs: {', '.join(sorted(available))})"
                 )
         named = [(k, v) for k, v in named if str(k) in requested]
-    outputs = [encode_tensor(str(k), v, types.get(str(k))) for k, v in named]
-    body: dict[str, Any] = {
-        "model_name": card["name"],
-        "model_version": card["version"],
-        "outputs": outputs,
-    }
-    if request_id is not None:
-        body["id"] = request_id
-    return body
+    return [(str(k), v, types.get(str(k))) for k, v in named]

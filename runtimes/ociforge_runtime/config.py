@@ -93,6 +93,13 @@ class Settings:
     workers: int = 1
     threads: int = 8
     max_request_bytes: int = 32 * 1024 * 1024
+    read_timeout_s: float = 30.0
+    header_timeout_s: float = 10.0
+    max_buffered_bytes: int = 64 * 1024 * 1024
+    max_connections: int = 1000
+    max_json_values: int = 1_000_000
+    max_form_parts: int = 1000
+    error_details: bool = False
     timeout_s: float = 60.0
     timeout_mode: str = "interrupt"
     max_concurrency: int = 8
@@ -105,6 +112,8 @@ class Settings:
     log_level: str = "info"
     metrics_dir: str | None = None
     user: str | None = None
+    grpc: bool = False
+    grpc_port: int = 8081
 
     @classmethod
     def from_env(
@@ -127,6 +136,12 @@ class Settings:
             raise ValueError(
                 f"OCIFORGE_TIMEOUT_MODE={timeout_mode!r} must be 'interrupt' or 'thread'"
             )
+        max_request_bytes = _int(env, "OCIFORGE_MAX_REQUEST_BYTES", 32 * 1024 * 1024, 1)
+        read_timeout = _float(env, "OCIFORGE_READ_TIMEOUT", 30.0)
+        header_timeout = _float(env, "OCIFORGE_HEADER_TIMEOUT", min(10.0, read_timeout))
+        if read_timeout <= 0 or header_timeout <= 0:
+            bad = "OCIFORGE_READ_TIMEOUT" if read_timeout <= 0 else "OCIFORGE_HEADER_TIMEOUT"
+            raise ValueError(f"{bad} must be > 0 (a request must arrive within a deadline)")
         log_level = (_env(env, "OCIFORGE_LOG_LEVEL") or "info").lower()
         if log_level not in {"debug", "info", "warning", "error", "critical"}:
             raise ValueError(f"OCIFORGE_LOG_LEVEL={log_level!r} is not a log level")
@@ -136,7 +151,16 @@ class Settings:
             port=_int(env, "PORT", 8080, minimum=0),
             workers=_int(env, "OCIFORGE_WORKERS", None, minimum=1) or available_cpus(),
             threads=threads,
-            max_request_bytes=_int(env, "OCIFORGE_MAX_REQUEST_BYTES", 32 * 1024 * 1024, 1),
+            max_request_bytes=max_request_bytes,
+            read_timeout_s=read_timeout,
+            header_timeout_s=min(header_timeout, read_timeout),
+            max_buffered_bytes=_int(
+                env, "OCIFORGE_MAX_BUFFERED_BYTES", 2 * max_request_bytes, max_request_bytes
+            ),
+            max_connections=_int(env, "OCIFORGE_MAX_CONNECTIONS", 1000, minimum=1),
+            max_json_values=_int(env, "OCIFORGE_MAX_JSON_VALUES", 1_000_000, minimum=1),
+            max_form_parts=_int(env, "OCIFORGE_MAX_FORM_PARTS", 1000, minimum=1),
+            error_details=_bool(env, "OCIFORGE_ERROR_DETAILS", False),
             timeout_s=_float(env, "OCIFORGE_TIMEOUT", 60.0),
             timeout_mode=timeout_mode,
             max_concurrency=max_conc,
@@ -149,4 +173,6 @@ class Settings:
             log_level=log_level,
             metrics_dir=_env(env, "OCIFORGE_METRICS_DIR"),
             user=_env(env, "OCIFORGE_USER"),
+            grpc=_bool(env, "OCIFORGE_GRPC", False),
+            grpc_port=_int(env, "GRPC_PORT", 8081, minimum=0),
         )

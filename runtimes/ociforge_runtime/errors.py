@@ -24,6 +24,19 @@ class BadInput(RuntimeHTTPError):
     status = 400
 
 
+class TooLarge(RuntimeHTTPError):
+    """The request is over a size limit (body bytes, JSON values, multipart parts); the
+    message names the limit and its variable."""
+
+    status = 413
+
+
+class UnsupportedType(RuntimeHTTPError):
+    """A Content-Type the route does not take."""
+
+    status = 415
+
+
 class NotFound(RuntimeHTTPError):
     """A route or model name that this server does not serve."""
 
@@ -55,10 +68,19 @@ class Timeout(RuntimeHTTPError):
 
 
 class ModelError(RuntimeHTTPError):
-    """The user's model raised. The message is short; the traceback goes to the log only."""
+    """The user's model raised, or its output cannot be encoded.
+
+    ``message`` is the detailed text (it may carry the model's exception text: paths,
+    connection strings...), for the log and for ``OCIFORGE_ERROR_DETAILS=1``; ``public`` is
+    what a client is told by default. The traceback goes to the log only.
+    """
 
     status = 500
+    GENERIC = "the model raised an error"
 
-    def __init__(self, message: str, original: BaseException | None = None) -> None:
+    def __init__(
+        self, message: str, original: BaseException | None = None, public: str | None = None
+    ) -> None:
         super().__init__(message)
         self.original = original
+        self.public = public if public is not None else message

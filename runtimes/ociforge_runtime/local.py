@@ -84,7 +84,10 @@ class LocalServer:
         manifest = json.loads(files[MODEL_JSON])
         manifest["card"] = normalize_card(manifest["card"])
         obj = pickle.loads(files[MODEL_PKL])
-        self.settings = Settings(workers=1, access_log=False)
+        # The developer's own machine: errors carry the model's exception text (the server
+        # answers a generic message unless OCIFORGE_ERROR_DETAILS=1); the exception itself
+        # is the LocalTestError's __cause__.
+        self.settings = Settings(workers=1, access_log=False, error_details=True)
         self.predictor = Predictor(
             self.settings, lambda: instantiate(obj, manifest), Registry(), manifest
         )

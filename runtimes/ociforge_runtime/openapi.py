@@ -20,10 +20,14 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 def _errors(*codes: int) -> dict[str, Any]:
     text = {
         400: "Bad input (malformed JSON, wrong tensor shape or datatype, missing field)",
-        403: "Disabled",
+        403: "Disabled, or a cross-site request",
         404: "Unknown model or route",
-        413: "Request body too large (OCIFORGE_MAX_REQUEST_BYTES)",
-        500: "The model raised; details are in the server log",
+        408: "The request did not arrive in full in time (OCIFORGE_READ_TIMEOUT)",
+        413: "Over a limit: body bytes (OCIFORGE_MAX_REQUEST_BYTES), JSON values "
+        "(OCIFORGE_MAX_JSON_VALUES) or multipart parts (OCIFORGE_MAX_FORM_PARTS)",
+        415: "Not a JSON content type",
+        500: "The model raised: a generic message and a request_id (also in X-Request-Id) that "
+        "names the server's log line with the details",
         503: "Model still loading, or too many requests in flight",
         504: "Prediction timed out (OCIFORGE_TIMEOUT)",
     }
@@ -54,7 +58,7 @@ _PREDICT_BODY = {
         },
     },
 }
-_PREDICT_ERRORS = (400, 413, 500, 503, 504)
+_PREDICT_ERRORS = (400, 408, 413, 500, 503, 504)
 
 
 def build(card: dict[str, Any]) -> dict[str, Any]:
@@ -133,7 +137,7 @@ def build(card: dict[str, Any]) -> dict[str, Any]:
             },
             "responses": {
                 "200": _json({"$ref": "#/components/schemas/InferResponse"}, "Outputs"),
-                **_errors(400, 404, 413, 500, 503, 504),
+                **_errors(400, 404, 408, 413, 500, 503, 504),
             },
         }
     }
@@ -247,9 +251,13 @@ def build(card: dict[str, Any]) -> dict[str, Any]:
         "/status": _get("Model card, versions and build info", {"type": "object"}, tag="lifecycle"),
         "/shutdown": {
             "post": {
-                "summary": "Graceful stop (only when OCIFORGE_ENABLE_SHUTDOWN=1)",
+                "summary": "Graceful stop (only when OCIFORGE_ENABLE_SHUTDOWN=1; "
+                "Content-Type: application/json, not cross-site)",
                 "tags": ["lifecycle"],
-                "responses": {"202": _json({"type": "object"}, "Shutting down"), **_errors(403)},
+                "responses": {
+                    "202": _json({"type": "object"}, "Shutting down"),
+                    **_errors(403, 415),
+                },
             }
         },
         "/metrics": {
@@ -267,6 +275,16 @@ def build(card: dict[str, Any]) -> dict[str, Any]:
         "/openapi.json": _get("This document", {"type": "object"}, tag="operations"),
         "/": _get("Index: model name and where to look next", {"type": "object"}, tag="operations"),
     }
+    paths.update(_protocol_paths(name_param))
+    binary_note = (
+        "Binary tensor extension: with an Inference-Header-Content-Length header the body is "
+        "that many bytes of JSON, then the raw bytes of each input that has "
+        "parameters.binary_data_size (little-endian, row-major; BOOL 1 byte; BYTES elements "
+        "with a 4-byte little-endian length). Outputs asked for with binary_data (or "
+        "binary_data_output) are answered the same way (Content-Type application/octet-stream)."
+    )
+    for path in (f"{model_path}/infer", f"{version_path}/infer"):
+        paths[path]["post"] = {**paths[path]["post"], "description": binary_note}
     return {
         "openapi": "3.0.3",
         "info": {
@@ -280,7 +298,13 @@ def build(card: dict[str, Any]) -> dict[str, Any]:
                 "Error": {
                     "type": "object",
                     "required": ["error"],
-                    "properties": {"error": {"type": "string"}},
+                    "properties": {
+                        "error": {"type": "string"},
+                        "request_id": {
+                            "type": "string",
+                            "description": "500 only: names the server's log line",
+                        },
+                    },
                 },
                 "Tensor": tensor,
                 "InferRequest": infer_request,
@@ -288,3 +312,148 @@ def build(card: dict[str, Any]) -> dict[str, Any]:
             }
         },
     }
+
+
+_SELDON_MESSAGE = {
+    "type": "object",
+    "description": "SeldonMessage: one of data ({names, ndarray | tensor {shape, values}}), "
+    "binData (base64), strData, jsonData; and meta ({puid, tags, metrics, requestPath})",
+    "properties": {
+        "data": {"type": "object"},
+        "binData": {"type": "string", "format": "byte"},
+        "strData": {"type": "string"},
+        "jsonData": {},
+        "meta": {"type": "object"},
+    },
+}
+_SELDON_ERROR = {
+    "type": "object",
+    "properties": {
+        "status": {
+            "type": "object",
+            "properties": {
+                "status": {"type": "integer"},
+                "info": {"type": "string"},
+                "code": {"type": "integer"},
+                "reason": {"type": "string"},
+            },
+        }
+    },
+}
+
+
+def _seldon_op(summary: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    schema = body or _SELDON_MESSAGE
+    return {
+        "summary": summary,
+        "tags": ["seldon"],
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": schema},
+                "application/x-www-form-urlencoded": {
+                    "schema": {"type": "object", "properties": {"json": {"type": "string"}}}
+                },
+                "multipart/form-data": {"schema": {"type": "object"}},
+            },
+        },
+        "responses": {
+            "200": _json(_SELDON_MESSAGE, "SeldonMessage, in the form the request came in"),
+            "400": _json(_SELDON_ERROR, "Bad input (reason MICROSERVICE_BAD_DATA)"),
+            "404": _json(_SELDON_ERROR, "The model has no such method"),
+            "500": _json(_SELDON_ERROR, "The model raised (reason MICROSERVICE_INTERNAL_ERROR)"),
+            "503": _json(_SELDON_ERROR, "Model still loading, or too busy"),
+        },
+    }
+
+
+def _protocol_paths(name_param: dict[str, Any]) -> dict[str, Any]:
+    """The Seldon wrapper's routes and KServe's v1 data plane."""
+    feedback = {
+        "type": "object",
+        "properties": {
+            "request": _SELDON_MESSAGE,
+            "response": _SELDON_MESSAGE,
+            "reward": {"type": "number"},
+            "truth": _SELDON_MESSAGE,
+        },
+    }
+    message_list = {
+        "type": "object",
+        "properties": {"seldonMessages": {"type": "array", "items": _SELDON_MESSAGE}},
+    }
+    seldon_get = {"type": "object"}
+    paths: dict[str, Any] = {
+        "/api/v1.0/predictions": {"post": _seldon_op("Seldon protocol prediction")},
+        "/api/v0.1/predictions": {"post": _seldon_op("Seldon protocol prediction (v0.1)")},
+        "/api/v1.0/feedback": {"post": _seldon_op("Seldon feedback (send_feedback)", feedback)},
+        "/api/v0.1/feedback": {"post": _seldon_op("Seldon feedback (v0.1)", feedback)},
+        "/send-feedback": {"post": _seldon_op("Seldon microservice feedback", feedback)},
+        "/transform-input": {"post": _seldon_op("Seldon transform_input (else passed through)")},
+        "/transform-output": {"post": _seldon_op("Seldon transform_output (else passed through)")},
+        "/route": {"post": _seldon_op("Seldon router: route() -> branch index")},
+        "/aggregate": {"post": _seldon_op("Seldon combiner: aggregate()", message_list)},
+        "/health/ping": {
+            "get": {
+                "summary": "Seldon liveness: answers pong",
+                "tags": ["seldon"],
+                "responses": {
+                    "200": {"description": "pong", "content": {"text/html": {"schema": {}}}}
+                },
+            }
+        },
+        "/health/status": _get("Seldon health_status()", seldon_get, 503, tag="seldon"),
+        "/api/v1.0/health/status": _get("Seldon health_status()", seldon_get, 503, tag="seldon"),
+        "/metadata": _get("Seldon model metadata (init_metadata())", seldon_get, tag="seldon"),
+        "/api/v1.0/metadata": _get("Seldon model metadata", seldon_get, tag="seldon"),
+        "/v1/models": _get(
+            "KServe v1: served models",
+            {"type": "object", "properties": {"models": {"type": "array"}}},
+            tag="kserve-v1",
+        ),
+        "/v1/models/{model_name}": {
+            **_get(
+                "KServe v1: model readiness",
+                {
+                    "type": "object",
+                    "properties": {"name": {"type": "string"}, "ready": {"type": "boolean"}},
+                },
+                404,
+                503,
+                tag="kserve-v1",
+            ),
+            "parameters": [name_param],
+        },
+        "/v1/models/{model_name}:predict": {
+            "post": {
+                "summary": "KServe v1 predict: instances (or inputs) -> predictions",
+                "tags": ["kserve-v1"],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {
+                                    "instances": {"type": "array", "items": {}},
+                                    "inputs": {"type": "array", "items": {}},
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {"predictions": {"type": "array", "items": {}}},
+                        },
+                        "One prediction per instance",
+                    ),
+                    **_errors(*_PREDICT_ERRORS, 404),
+                },
+            },
+            "parameters": [name_param],
+        },
+    }
+    return paths

@@ -25,12 +25,22 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import __version__
+from . import DEFAULT_WEIGHTS_DIR, WEIGHTS_ENV, __version__
 
 FORMAT_VERSION = 1
 # Modules the server loads by name rather than by an import statement (gunicorn's worker and
 # logger classes): the builder compiles their bytecode with the rest of what starts the server.
-STARTUP_IMPORTS = ("gunicorn.app.base", "gunicorn.glogging", "gunicorn.workers.gthread")
+# The server's worker (ociforge_runtime.worker) builds on gunicorn's base worker, parser and
+# WSGI response; gthread is no longer used by the server but stays compiled (images' tests and
+# tools still import it).
+STARTUP_IMPORTS = (
+    "gunicorn.app.base",
+    "gunicorn.glogging",
+    "gunicorn.workers.base",
+    "gunicorn.http.parser",
+    "gunicorn.http.wsgi",
+    "gunicorn.workers.gthread",
+)
 MODEL_PKL = "model.pkl"
 MODEL_JSON = "model.json"
 KINDS = ("function", "batch", "object", "class")
@@ -160,8 +170,11 @@ def package_files(
     batch_size: int | None = None,
     card: dict[str, Any] | None = None,
     build: dict[str, Any] | None = None,
+    dumps: Callable[[Any], bytes] | None = None,
 ) -> dict[str, bytes]:
     """Serialise ``model`` into the files of a model package (``model.pkl``, ``model.json``).
+
+    ``dumps`` pickles the model (default: ``cloudpickle.dumps``); the builder passes its own.
 
     Raises ``TypeError`` for an object that cannot be served or pickled and
     ``ValueError`` for a bad ``batch_size``/card/build, each naming the problem,
@@ -178,7 +191,10 @@ def package_files(
     import cloudpickle  # build-time only: the server unpickles with plain pickle
 
     try:
-        pkl = cloudpickle.dumps(model, protocol=pickle.DEFAULT_PROTOCOL)
+        if dumps is not None:
+            pkl = dumps(model)
+        else:
+            pkl = cloudpickle.dumps(model, protocol=pickle.DEFAULT_PROTOCOL)
     except Exception as exc:  # pickling raises many types (TypeError, PicklingError, ...)
         raise TypeError(
             f"model of type {type(model).__qualname__} cannot be pickled "
@@ -264,8 +280,15 @@ def instantiate(obj: Any, manifest: dict[str, Any]) -> LoadedModel:
     """Turn an unpickled object into a ``LoadedModel`` (instantiating/loading class models)."""
     kind = manifest["kind"]
     instance = obj
+    # the model reads $OCIFORGE_WEIGHTS_DIR for weights shipped apart from its image
+    os.environ.setdefault(WEIGHTS_ENV, DEFAULT_WEIGHTS_DIR)
     if kind == "class":
-        instance = obj()
+        # Seldon wrapper style: PREDICTIVE_UNIT_PARAMETERS become the constructor's kwargs
+        from .seldon import parse_parameters
+
+        instance = obj(**parse_parameters(os.environ.get("PREDICTIVE_UNIT_PARAMETERS")))
+    if kind in ("object", "class"):
+        # load() once per worker, for an instance too (as the Seldon wrapper does)
         load = getattr(instance, "load", None)
         if callable(load):
             load()

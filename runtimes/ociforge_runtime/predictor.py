@@ -22,13 +22,43 @@ MAX_ERROR_CHARS = 300
 
 
 def model_error(exc: BaseException) -> RuntimeHTTPError:
-    """Wrap whatever the model raised into a short, client-safe 500 message."""
+    """Wrap whatever the model raised into a 500: a short detailed message (log, and clients
+    only with ``OCIFORGE_ERROR_DETAILS=1``) and a generic public one."""
     if isinstance(exc, RuntimeHTTPError):
         return exc
     text = f"model raised {type(exc).__name__}: {exc}"
     if len(text) > MAX_ERROR_CHARS:
         text = text[: MAX_ERROR_CHARS - 3] + "..."
-    return ModelError(text, exc)
+    return ModelError(text, exc, public=ModelError.GENERIC)
+
+
+class Admission:
+    """A concurrency slot taken for one request, and the request's deadline.
+
+    Taken before the request body is decoded (decoding a large JSON body costs many times
+    its size in memory), and handed to ``predict``/``predict_many``, which release it;
+    ``release`` gives it back when the request fails before reaching the model.
+    """
+
+    __slots__ = ("deadline", "_release")
+
+    def __init__(self, deadline: float | None, release: Callable[[], None]) -> None:
+        self.deadline = deadline
+        self._release: Callable[[], None] | None = release
+
+    def take(self) -> Callable[[], None]:
+        """The slot's release function, handed over once (to the model call that frees it)."""
+        release = self._release
+        if release is None:
+            raise RuntimeError("admission already used")
+        self._release = None
+        return release
+
+    def release(self) -> None:
+        """Give the slot back if it was not handed over (the request failed before the model)."""
+        release, self._release = self._release, None
+        if release is not None:
+            release()
 
 
 class _Slots:
@@ -204,7 +234,23 @@ class Predictor:
             raise model_error(job.error)
         return job.value
 
-    def _run(self, fn: Callable[[Any], Any], arg: Any, deadline: float | None) -> Any:
+    def admit(self) -> Admission:
+        """Wait for the model to load (up to the timeout) and take a concurrency slot.
+
+        Raises ``NotReady`` or ``Busy`` (503). The deadline of ``OCIFORGE_TIMEOUT`` runs from
+        here, so it covers decoding the request as well as the model call.
+        """
+        deadline = self._deadline()
+        self._admit(deadline)
+        return Admission(deadline, self._slots.release)
+
+    def _run(
+        self,
+        fn: Callable[[Any], Any],
+        arg: Any,
+        deadline: float | None,
+        release: Callable[[], None],
+    ) -> Any:
         if self._threads is None:  # inline: no hand-off (the watchdog, if any, interrupts)
             watchdog = self._watchdog
             try:
@@ -220,25 +266,31 @@ class Predictor:
             except BaseException as exc:
                 raise model_error(exc) from exc
             finally:
-                self._slots.release()
-        return self._await(self._threads.submit(Job(fn, arg, self._slots.release)), deadline)
+                release()
+        return self._await(self._threads.submit(Job(fn, arg, release)), deadline)
 
-    def predict(self, x: Any) -> Any:
-        """One input -> one result (through the batcher for batch models)."""
-        deadline = self._deadline()
-        self._admit(deadline)
+    def predict(self, x: Any, admission: Admission | None = None) -> Any:
+        """One input -> one result (through the batcher for batch models).
+
+        ``admission`` is a slot already taken with ``admit`` (released here); without one,
+        a slot is taken now.
+        """
+        if admission is None:
+            admission = self.admit()
+        deadline, release = admission.deadline, admission.take()
         if self._batcher is None:
-            return self._run(self._call_one, x, deadline)
-        return self._await(self._batcher.submit(x, self._slots.release), deadline)
+            return self._run(self._call_one, x, deadline, release)
+        return self._await(self._batcher.submit(x, release), deadline)
 
-    def predict_many(self, xs: list[Any]) -> list[Any]:
+    def predict_many(self, xs: list[Any], admission: Admission | None = None) -> list[Any]:
         """A list of inputs -> a list of results; one concurrency slot for the whole list."""
-        deadline = self._deadline()
-        self._admit(deadline)
+        if admission is None:
+            admission = self.admit()
+        deadline, release = admission.deadline, admission.take()
         if self._batcher is None:
-            return self._run(self._call_many, xs, deadline)
+            return self._run(self._call_many, xs, deadline, release)
         if not xs:
-            self._slots.release()
+            release()
             return []
         pending = [len(xs)]
         lock = threading.Lock()
@@ -248,10 +300,19 @@ class Predictor:
                 pending[0] -= 1
                 last = pending[0] == 0
             if last:
-                self._slots.release()
+                release()
 
         jobs = [self._batcher.submit(x, one_done) for x in xs]
         return [self._await(job, deadline) for job in jobs]
+
+    def call(self, fn: Callable[[], Any], admission: Admission | None = None) -> Any:
+        """Run ``fn()`` (a call into the model other than its plain ``predict``: the Seldon
+        routes) under a concurrency slot and the request deadline, as ``predict`` runs."""
+        if admission is None:
+            admission = self.admit()
+        deadline, release = admission.deadline, admission.take()
+        self.registry.inc("ociforge_model_calls_total")
+        return self._run(lambda _: fn(), None, deadline, release)
 
     def tags(self) -> dict[str, Any] | None:
         """Seldon-style ``tags()`` of the model, if it has one (never fails a request)."""

@@ -1,10 +1,11 @@
 """Serving the app with gunicorn, configured from ``Settings``.
 
 gunicorn is started programmatically (no config file, no CLI parsing) so the
-image's entrypoint is just ``python3 -m ociforge_runtime``.  ``gthread``
-workers: one process per available CPU for throughput, threads inside each so
-that slow clients and batching (which needs several requests in flight in one
-process) work.  The model is loaded once per worker, after the fork, on a
+image's entrypoint is just ``python3 -m ociforge_runtime``.  Workers
+(``worker.BufferingWorker``): one process per available CPU for throughput, in
+each an event loop that reads whole requests within deadlines and threads that
+run the app, so that slow clients cannot hold the threads and batching (which
+needs several requests in flight in one process) works.  The model is loaded once per worker, after the fork, on a
 background thread: the worker answers liveness probes while a large model
 loads, and readiness turns true only when it has loaded.
 """
@@ -16,6 +17,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
@@ -26,6 +28,9 @@ from .config import Settings
 from .metrics import Exporter, Registry
 from .package import load_package, read_manifest
 from .predictor import Predictor
+from .worker import BufferingWorker
+
+WORKER_CLASS = f"{BufferingWorker.__module__}.{BufferingWorker.__qualname__}"
 
 # gunicorn's arbiter stops the whole server (and exits with this code) when a
 # worker exits with it, instead of restarting the worker forever.
@@ -37,7 +42,10 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
     options: dict[str, Any] = {
         "bind": [f"{settings.host}:{settings.port}"],
         "workers": settings.workers,
-        "worker_class": "gthread",
+        # whole requests are read by an event loop with deadlines before a thread runs the
+        # app: slow or idle clients cannot hold the threads (see worker.py)
+        # (by name: gunicorn < 24 cannot log a worker class given as an object)
+        "worker_class": WORKER_CLASS,
         "threads": settings.threads,
         "keepalive": settings.keepalive_s,
         "graceful_timeout": max(1, round(settings.graceful_timeout_s)),
@@ -71,9 +79,11 @@ class RuntimeApplication(BaseApplication):
         self.manifest = manifest
         self.metrics_dir = metrics_dir
         self.exporter: Exporter | None = None
+        self.grpc_server: Any = None  # grpc_server.GrpcServer, in a worker with OCIFORGE_GRPC=1
         super().__init__()
 
     def load_config(self) -> None:
+        BufferingWorker.settings = self.settings  # inherited by the workers gunicorn forks
         for key, value in gunicorn_options(self.settings).items():
             if key in self.cfg.settings:
                 self.cfg.set(key, value)
@@ -90,6 +100,8 @@ class RuntimeApplication(BaseApplication):
         )
 
     def _worker_exit(self, server: Any, worker: Any) -> None:
+        if self.grpc_server is not None:
+            self.grpc_server.stop()  # RPCs in flight finish (up to the graceful timeout)
         logs.flush()
         if self.exporter is not None:
             self.exporter.stop()
@@ -129,8 +141,42 @@ class RuntimeApplication(BaseApplication):
             logs.event("model_loaded", model=model.name, kind=model.kind)
 
         app = create_app(predictor, settings, exporter=self.exporter, shutdown=shutdown)
+        if settings.grpc:
+            self.grpc_server = start_grpc(predictor, settings)
         predictor.load_in_background(on_error=load_failed, on_loaded=loaded)
         return app
+
+
+def start_grpc(predictor: Predictor, settings: Settings) -> Any:
+    """Start this worker's OIP v2 gRPC server (after the fork; see grpc_server.py).
+
+    Without grpcio (an image built without ``--grpc``) HTTP serves alone and a warning is
+    logged; a port that cannot be bound stops the server (exit 3) like a model that cannot load.
+    """
+    from . import grpc_server
+
+    missing = grpc_server.available()
+    if missing is not None:
+        logs.event("grpc_unavailable", level="warning", error=missing)
+        return None
+    try:
+        server = grpc_server.GrpcServer(predictor, settings)
+        server.start()
+    except Exception as exc:  # noqa: BLE001 - reported, then the worker stops the server
+        logs.event("grpc_failed", level="error", error=f"{type(exc).__name__}: {exc}")
+        print(f"ociforge: gRPC server failed: {exc}", file=sys.stderr, flush=True)
+        logs.flush()
+        os._exit(WORKER_BOOT_ERROR)
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def on_sigterm(sig: int, frame: Any) -> None:
+        # refuse new RPCs at once (on a thread: grpc takes locks), then gunicorn's own handling
+        threading.Thread(target=server.begin_stop, name="ociforge-grpc-stop").start()
+        if callable(previous):
+            previous(sig, frame)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    return server
 
 
 def preimport(manifest: dict[str, Any], env: dict[str, str] | None = None) -> list[str]:

@@ -8,8 +8,12 @@ that would fetch it, and nothing written.
 from __future__ import annotations
 
 import json
+import os
+import time
+from pathlib import Path
 
 from tests.airgap.conftest import PLATFORM, image_dirs, netns_cli, ok
+from tests.conftest import run_cli
 
 
 def test_offline_build_in_netns_matches_online_digest(project, online, tmp_path):
@@ -64,20 +68,47 @@ def test_offline_build_without_caches_lists_what_is_missing(project, tmp_path):
 
 
 def test_offline_build_without_lock_names_the_lock(project, tmp_path):
+    """No lock and no resolution remembered for these requirements: a failure at once, naming
+    what is missing and the fetch command, with nothing written and nothing resolved."""
+    blobs = Path(os.environ["OCIFORGE_CACHE"]) / "blobs" / "sha256"
+    before = sorted(os.listdir(blobs))
+    started = time.monotonic()
     proc = netns_cli(
-        "build",
-        "model.py:predict",
-        "--platform",
-        PLATFORM,
-        "--offline",
-        "--to",
-        f"oci:{tmp_path / 'out'}:m",
-        cwd=project,
-    )
-    assert proc.returncode == 2
-    assert "a lock file" in proc.stderr
+        "build", "model.py:predict", "--platform", PLATFORM,
+        "--requirement", "ociforge-test-never-resolved==1.0",
+        "--offline", "--to", f"oci:{tmp_path / 'out'}:m", cwd=project,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert time.monotonic() - started < 60
+    assert "a lock file, or a resolution of these requirements for linux/amd64 (cpu)" in proc.stderr
+    assert "ociforge-test-never-resolved==1.0" in proc.stderr
     assert "ociforge fetch --platform linux/amd64 -r requirements.txt --lock" in proc.stderr
+    assert "Traceback" not in proc.stderr and "resolve" not in proc.stderr.split("offline:")[0]
     assert not (tmp_path / "out").exists()
+    assert sorted(os.listdir(blobs)) == before  # no layer written
+
+
+def test_offline_right_after_an_online_build_needs_no_lock(project, tmp_path):
+    """An online build with no lock file resolves and remembers; the same build offline, with
+    no lock, installs that resolution however old it is (offline it never expires) and gives the
+    online build's digest."""
+    online = ok(
+        run_cli(
+            "build", "model.py:predict", "--platform", PLATFORM,
+            "--to", f"oci:{tmp_path / 'online'}:m", "--json", cwd=project,
+        )
+    )  # fmt: skip
+    digest = json.loads(online.stdout)["digest"]
+    for memo in (Path(os.environ["OCIFORGE_CACHE"]) / "resolutions").glob("*.json"):
+        os.utime(memo, (86400, 86400))  # remembered long ago: far past any TTL
+    proc = ok(
+        netns_cli(
+            "build", "model.py:predict", "--platform", PLATFORM, "--offline",
+            "--to", f"oci:{tmp_path / 'offline'}:m", "--json", cwd=project,
+            env={"OCIFORGE_RESOLVE_TTL": "60"},
+        )
+    )  # fmt: skip
+    assert json.loads(proc.stdout)["digest"] == digest
 
 
 def test_debian_mirror_named_once_in_the_environment(tmp_path, cli):

@@ -3,8 +3,13 @@ first command (``ociforge example``)."""
 
 from __future__ import annotations
 
+import gzip
 import json
+import os
 import textwrap
+import time
+
+import pytest
 
 from ociforge.transports.transport import open_source
 from tests.build.conftest import serving
@@ -61,6 +66,7 @@ def test_build_reads_pyproject_settings(tmp_path, cli):
 def test_readme_example_builds_both_platforms(tmp_path, cli, tool):
     out = cli("example", "--to", f"oci:{tmp_path / 'out'}:example", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
+    assert "needs lib" not in out.stderr  # the library check passes it, with no warning
     assert "push it:" in out.stdout and "run it:" in out.stdout
     raw = json.loads(tool("skopeo", "inspect", "--raw", f"oci:{tmp_path / 'out'}:example").stdout)
     assert sorted(m["platform"]["architecture"] for m in raw["manifests"]) == ["amd64", "arm64"]
@@ -70,3 +76,55 @@ def test_readme_example_builds_both_platforms(tmp_path, cli, tool):
 
         got = requests.post(f"{url}/predict", json=[[5.1, 3.5, 1.4, 0.2]]).json()["prediction"]
         assert got == ["setosa"]
+
+
+SCRIPT = """
+from helpers import scale
+
+OFFSET = 3
+
+
+def shift(x):
+    return x + OFFSET
+
+
+def predict(x):
+    return scale(shift(x))
+"""
+
+
+@pytest.mark.parametrize("epoch", ["1700000000", None], ids=["SOURCE_DATE_EPOCH", "no-epoch"])
+def test_same_script_in_two_folders_builds_one_digest(tmp_path, cli, monkeypatch, epoch):
+    """``ociforge build /abs/path/model.py:predict`` of the same files in two folders (other file
+    times, one second apart) gives one digest: the pickle records the script's path relative to
+    its folder, not the building machine's absolute path."""
+    if epoch is None:
+        monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
+    else:
+        monkeypatch.setenv("SOURCE_DATE_EPOCH", epoch)
+    digests, layouts = [], []
+    for n, folder in enumerate(("one", "elsewhere/two")):
+        proj = tmp_path / folder / "proj"
+        proj.mkdir(parents=True)
+        (proj / "model.py").write_text(SCRIPT)
+        (proj / "helpers.py").write_text("def scale(x):\n    return 2 * x\n")
+        for f in ("model.py", "helpers.py"):
+            os.utime(proj / f, (5000 + n * 77777, 5000 + n * 77777))
+        out = cli(
+            "build", f"{proj / 'model.py'}:predict", "--test-sample", "1",
+            "--to", f"oci:{proj / 'out'}:m", "--json", cwd=proj,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        digests.append(json.loads(out.stdout)["digest"])
+        layouts.append(proj / "out")
+        if n == 0:
+            time.sleep(1)
+    assert digests[0] == digests[1]
+    img = open_source(f"oci:{layouts[1]}:m", platform="linux/amd64")
+    # the bytecode of what starts, the runtime, the user's code (helpers.py), the model
+    for desc in img.layers[-4:]:
+        with img.open_layer(desc) as f, gzip.open(f) as tar_bytes:
+            assert str(tmp_path).encode() not in tar_bytes.read(), desc.digest
+    for blob in (layouts[1] / "blobs" / "sha256").iterdir():
+        if blob.stat().st_size < 64 << 10:  # manifests, configs, the index
+            assert str(tmp_path).encode() not in blob.read_bytes(), blob.name

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import time
 
 import pytest
 
@@ -60,6 +62,77 @@ def test_same_inputs_same_digests_in_different_folders_and_times(tmp_path, cli):
     ).read_bytes()
 
 
+def _local_base(cli, root, kind: str) -> str:
+    """A small base image written to a local ``kind`` destination under ``root``."""
+    (root / "base-files").mkdir(parents=True)
+    (root / "base-files" / "os-release").write_text("ID=test\n")
+    dest = {
+        "oci": f"oci:{root / 'base'}:b",
+        "oci-archive": f"oci-archive:{root / 'base.tar'}:b",
+        "docker-archive": f"docker-archive:{root / 'base-docker.tar'}:base:b",
+    }[kind]
+    out = cli(
+        "assemble", "--add", f"{root / 'base-files'}:/etc", "--platform", "linux/amd64",
+        "--to", dest,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    return dest
+
+
+@pytest.mark.parametrize(
+    ("epoch", "kinds"),
+    [("1700000000", ("oci",)), (None, ("oci", "oci-archive", "docker-archive"))],
+    ids=["SOURCE_DATE_EPOCH", "no-epoch"],
+)
+def test_same_files_in_two_folders_on_a_local_base_give_one_digest(
+    tmp_path, cli, monkeypatch, epoch, kinds
+):
+    """Absolute --add paths and a base read from a local path, in two folders, with other file
+    times, one second apart: one digest, and no local path anywhere in what was written
+    (history names image paths; a local base is recorded by digest only)."""
+    if epoch is None:
+        monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
+    else:
+        monkeypatch.setenv("SOURCE_DATE_EPOCH", epoch)
+    for kind in kinds:
+        digests, layouts = [], []
+        for n, folder in enumerate((f"first-{kind}", f"elsewhere/second-{kind}")):
+            root = _project(tmp_path / folder)
+            os.utime(root / "model" / "weights.bin", (1000 + n * 99999, 1000 + n * 99999))
+            base = _local_base(cli, root, kind)
+            out = cli(
+                "assemble", "--base", base, "--add", f"{root / 'code'}:/app/code",
+                "--add", f"{root / 'model'}:/app/model", "--to", f"oci:{root / 'out'}:demo",
+            )  # fmt: skip
+            assert out.returncode == 0, out.stderr
+            digests.append(out.stdout.strip().rsplit("@", 1)[1])
+            layouts.append(root / "out")
+            if n == 0:
+                time.sleep(1)
+        assert digests[0] == digests[1], kind
+        img = open_source(f"oci:{layouts[1]}:demo")
+        assert [h["created_by"] for h in json.loads(img.raw_config)["history"][-2:]] == [
+            "ociforge assemble: add /app/code",
+            "ociforge assemble: add /app/model",
+        ]
+        assert "org.opencontainers.image.base.name" not in img.manifest.annotations
+        for blob in (layouts[1] / "blobs" / "sha256").iterdir():  # manifests, configs, layers
+            assert str(tmp_path).encode() not in blob.read_bytes(), (kind, blob.name)
+
+
+def test_a_base_is_named_only_by_a_registry_reference():
+    from ociforge.transports.spec import recorded_name
+
+    assert recorded_name("registry.example.com/team/base:1") == "registry.example.com/team/base:1"
+    assert recorded_name("docker://localhost:5000/b@sha256:" + "0" * 64) == (
+        "localhost:5000/b@sha256:" + "0" * 64
+    )
+    assert recorded_name("ociforge-base:python3.11") == "ociforge-base:python3.11"
+    for local in ("oci:/home/me/base:b", "oci-archive:./b.tar", "docker-archive:/x/b.tar:n:t"):
+        assert recorded_name(local) is None
+    assert recorded_name("docker-daemon:base:1") is None and recorded_name(None) is None
+
+
 def test_changing_one_file_changes_only_its_layer(tmp_path, cli):
     root = _project(tmp_path / "p")
     _build(cli, root, tmp_path / "out", OCIFORGE_CACHE=str(tmp_path / "c"))
@@ -95,6 +168,35 @@ def test_inspect_table_and_json(tmp_path, cli):
         cli("inspect", "--json", "--platform", "linux/arm64", f"oci:{tmp_path / 'out'}:demo").stdout
     )
     assert one["kind"] == "image" and one["platform"] == "linux/arm64"
+
+
+def test_inspect_table_columns_are_aligned(tmp_path, cli):
+    """Labels as long as the column (WorkingDir, Entrypoint) do not run into their values."""
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "x").write_text("x")
+    dest = f"oci:{tmp_path / 'out'}:t"
+    out = cli(
+        "assemble", "--add", f"{tmp_path / 'app'}:/opt/app", "--platform", "linux/amd64",
+        "--entrypoint", '["/usr/bin/python3.11", "-m", "app"]', "--cmd", '["serve"]',
+        "--workdir", "/opt/ociforge/app", "--user", "65532", "--env", "A=1", "--expose", "8080",
+        "--label", "k=v", "--to", dest,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    table = cli("inspect", dest)
+    assert table.returncode == 0, table.stderr
+    rows = {}
+    for line in table.stdout.splitlines():
+        label = line.split()[0]
+        if label in ("image", "type", "Entrypoint", "Cmd", "User", "WorkingDir", "Env", "Port",
+                     "Label"):  # fmt: skip
+            rows[label] = line
+    assert set(rows) == {"image", "type", "Entrypoint", "Cmd", "User", "WorkingDir", "Env",
+                         "Port", "Label"}  # fmt: skip
+    assert "WorkingDir  /opt/ociforge/app" in rows["WorkingDir"]
+    assert 'Entrypoint  ["/usr/bin/python3.11", "-m", "app"]' in rows["Entrypoint"]
+    # every value of the image's rows starts in the same column
+    starts = {label: re.match(r"\s*\S+\s+", line).end() for label, line in rows.items()}
+    assert len({v for k, v in starts.items() if k != "image"}) == 1, rows
 
 
 def test_assemble_on_a_base_keeps_base_layers(tmp_path, cli):

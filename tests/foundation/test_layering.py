@@ -26,7 +26,10 @@ RANKS = {
     "ociforge.bases": 3,
     "ociforge.model": 3,
     "ociforge.examples": 3,
+    "ociforge.supply": 3,  # SBOMs, referrers, cosign signatures: used by builder and airgap
+    "ociforge.deploy": 3,  # Kubernetes/KServe/Seldon manifests of an image: used by builder, cli
     "ociforge.builder": 4,
+    "ociforge.artifacts": 4,  # weights as artifacts: oci, transports and bases, beside the builder
     "ociforge.airgap": 5,
     "ociforge.cli": 6,
     "ociforge.__main__": 6,

@@ -9,7 +9,11 @@ generator, instead:
 - ``cut_response``: forwards the whole request, then closes before relaying the response;
 - ``503`` / ``429``: drains the request and answers that status itself (``Retry-After: 0``);
 - ``stall``: waits ``stall_s`` before relaying the response;
-- ``cut_download``: relays part of a blob ``GET`` response, then closes.
+- ``cut_download``: relays part of a blob ``GET`` response, then closes;
+- ``corrupt``: forwards a request body (PATCH/PUT uploads) with one byte changed (a broken
+  middlebox: the registry stores it and the digest check at the end refuses the blob);
+- ``upload_unknown``: drains a ``PATCH``/``PUT`` on an upload session and answers 404
+  ``BLOB_UPLOAD_UNKNOWN`` itself (a registry that lost the session).
 
 ``rates`` maps a fault to its probability; ``only`` limits faults to methods (default: all);
 ``counts`` tells the test which faults really happened.
@@ -24,7 +28,7 @@ import threading
 import time
 from collections import Counter
 
-_BODY_FAULTS = ("cut",)
+_BODY_FAULTS = ("cut", "corrupt")
 
 
 class FaultProxy:
@@ -83,6 +87,10 @@ class FaultProxy:
                     continue
                 if fault == "cut_download" and not (method == "GET" and "/blobs/sha256:" in path):
                     continue
+                if fault == "upload_unknown" and not (
+                    method in ("PATCH", "PUT") and "/blobs/uploads/" in path
+                ):
+                    continue
                 if self.rng.random() < p:
                     self.counts[fault] += 1
                     return fault
@@ -120,12 +128,15 @@ class FaultProxy:
                 if any(h.lower().startswith("range:") for h in headers):
                     self.ranges.append((f"{method}-range", path))
             fault = self._pick(method, length > 0, path)
-            if fault in ("503", "429"):
+            if fault in ("503", "429", "upload_unknown"):
                 left = length
                 while left:
                     left -= len(f.read(min(left, 1 << 16)))
                 body = b'{"errors":[{"code":"UNAVAILABLE","message":"injected"}]}'
                 status = "503 Service Unavailable" if fault == "503" else "429 Too Many Requests"
+                if fault == "upload_unknown":
+                    body = b'{"errors":[{"code":"BLOB_UPLOAD_UNKNOWN","message":"injected"}]}'
+                    status = "404 Not Found"
                 client.sendall(
                     f"HTTP/1.1 {status}\r\nRetry-After: {self.retry_after}\r\nContent-Length: {len(body)}\r\n"
                     "Content-Type: application/json\r\nConnection: close\r\n\r\n".encode()
@@ -141,11 +152,15 @@ class FaultProxy:
             )
             left = length
             cut_at = self.rng.randint(1, length) if fault == "cut" and length else -1
+            flip_at = self.rng.randrange(length) if fault == "corrupt" and length else -1
             sent = 0
             while left:
                 data = f.read(min(left, 1 << 16))
                 if not data:
                     return
+                if 0 <= flip_at - sent < len(data):
+                    i = flip_at - sent
+                    data = data[:i] + bytes([data[i] ^ 0xFF]) + data[i + 1 :]
                 if cut_at >= 0 and sent + len(data) >= cut_at:
                     up.sendall(data[: cut_at - sent])
                     return  # both sockets close in finally: a connection cut mid-upload

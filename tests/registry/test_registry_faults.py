@@ -116,3 +116,56 @@ def test_chunked_upload_resumes_in_the_same_session(http_registry, image_factory
     assert len(status_checks) == proxy.counts["503"]
     assert res.digest == img.digest
     assert layer.digest in http_registry.blob_digests("faults/resume")
+
+
+def test_fault_on_the_first_chunk_does_not_lose_byte_zero(http_registry, image_factory, fast_retry):
+    """The reference registry answers an empty session's status with ``Range: 0-0``, as it does
+    for a one-byte one. A 503 on the first PATCH used to resume at byte 1 and end in
+    DIGEST_INVALID; the ambiguous answer now starts the blob in a fresh session."""
+    img = image_factory(size=1 << 20)
+    with FaultProxy(http_registry.host, rates={"503": 1.0}, only=("PATCH",), max_faults=1) as proxy:
+        res = registry.push(
+            img, f"{proxy.host}/faults/first:1", retry=fast_retry, chunk_size=256 << 10
+        )
+    assert proxy.counts["503"] == 1 and res.digest == img.digest
+    posts = [p for m, p in proxy.requests if m == "POST"]
+    assert len(posts) == 3  # config, layer, and the layer again after the ambiguous status
+    assert img.layers[0].digest in http_registry.blob_digests("faults/first")
+    http_registry.verify_blobs()
+
+
+@pytest.mark.parametrize("fault", ["corrupt", "upload_unknown"])
+def test_refused_completion_starts_the_blob_again(http_registry, image_factory, fast_retry, fault):
+    """DIGEST_INVALID (a byte changed on the way) or BLOB_UPLOAD_UNKNOWN when a blob is
+    completed: the blob goes again in a new session, and the push succeeds."""
+    img = image_factory(size=1 << 20)
+    with FaultProxy(http_registry.host, rates={fault: 1.0}, only=("PUT",), max_faults=2) as proxy:
+        res = registry.push(img, f"{proxy.host}/faults/refused-{fault}:1", retry=fast_retry)
+    assert proxy.counts[fault] == 2 and res.digest == img.digest
+    http_registry.verify_blobs()
+
+
+def test_refusals_are_bounded_by_the_retry_policy(http_registry, image_factory, fast_retry):
+    """A registry that refuses every completion: the push stops after the policy's attempts."""
+    img = image_factory(size=256 << 10)
+    with (
+        FaultProxy(http_registry.host, rates={"corrupt": 1.0}, only=("PUT",)) as proxy,
+        pytest.raises(OciforgeError, match="DIGEST_INVALID") as e,
+    ):
+        registry.push(img, f"{proxy.host}/faults/always-bad:1", retry=fast_retry)
+    assert f"after {fast_retry.attempts} attempts" in str(e.value)
+    puts = [p for m, p in proxy.requests if m == "PUT"]
+    assert len(puts) <= 2 * fast_retry.attempts  # config and layer race; each is bounded
+    assert http_registry.tags("faults/always-bad") == []
+
+
+def test_upload_status_range_is_read_strictly():
+    from ociforge.transports.registry.upload import stored_bytes
+
+    assert stored_bytes("0-0", 10) is None  # empty or one byte: unknown
+    assert stored_bytes("0-1", 10) == 2
+    assert stored_bytes("bytes=0-9", 10) == 10
+    assert stored_bytes("0-10", 10) is None  # past the blob's end
+    assert stored_bytes("5-9", 10) is None
+    assert stored_bytes("", 10) is None and stored_bytes(None, 10) is None
+    assert stored_bytes("0-x", 10) is None

@@ -27,7 +27,18 @@ RUNTIMES = Path(__file__).resolve().parents[2] / "runtimes"
 if str(RUNTIMES) not in sys.path:
     sys.path.insert(0, str(RUNTIMES))
 
-from ociforge_runtime.package import package_files, write_package  # noqa: E402
+from ociforge_runtime.app import create_app  # noqa: E402
+from ociforge_runtime.config import Settings  # noqa: E402
+from ociforge_runtime.metrics import Registry  # noqa: E402
+from ociforge_runtime.package import (  # noqa: E402
+    MODEL_JSON,
+    MODEL_PKL,
+    instantiate,
+    normalize_card,
+    package_files,
+    write_package,
+)
+from ociforge_runtime.predictor import Predictor  # noqa: E402
 
 cloudpickle.register_pickle_by_value(runtime_models)
 
@@ -153,3 +164,36 @@ def module_server(tmp_path_factory) -> Iterator:
     yield start
     for server in servers.values():
         server.kill()
+
+
+def app_for(model, *, card: dict | None = None, **settings):
+    """The Flask app (and its Predictor) for ``model``, in this process, loaded: for the
+    Flask test client. ``settings`` override ``Settings`` fields."""
+    files = package_files(model, card=card)
+    manifest = json.loads(files[MODEL_JSON])
+    manifest["card"] = normalize_card(manifest["card"])
+    obj = cloudpickle.loads(files[MODEL_PKL])
+    config = Settings(**{"workers": 1, "access_log": False, **settings})
+    predictor = Predictor(config, lambda: instantiate(obj, manifest), Registry(), manifest)
+    predictor.load()
+    return create_app(predictor, config), predictor
+
+
+@pytest.fixture
+def log_lines(tmp_path, monkeypatch):
+    """Send the runtime's JSON log to a file; returns a reader of its records."""
+    from ociforge_runtime import logs
+
+    path = tmp_path / "stdout"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    monkeypatch.setattr(logs, "STDOUT", fd)
+    logs.flush()
+
+    def records() -> list[dict]:
+        logs.flush()
+        return [json.loads(line) for line in path.read_text().splitlines()]
+
+    yield records
+    logs.flush()
+    monkeypatch.setattr(logs, "STDOUT", 1)  # before the descriptor's number can be reused
+    os.close(fd)

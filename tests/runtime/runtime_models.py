@@ -147,3 +147,18 @@ def tagged_request(x):
 def small_json(x):
     """The load-test model: a small JSON prediction."""
     return {"score": sum(x.get("features", [])) / 10.0, "label": "ok"}
+
+
+def describe(x):
+    """Fuzzing model: a small JSON-safe description of whatever input it received."""
+    if isinstance(x, dict):
+        return {"type": "dict", "keys": sorted(str(k) for k in x)}
+    if isinstance(x, (list, tuple)):
+        return {"type": "list", "len": len(x)}
+    if isinstance(x, (bytes, bytearray)):
+        return {"type": "bytes", "len": len(x)}
+    if isinstance(x, str):
+        return {"type": "str", "len": len(x)}
+    if hasattr(x, "dtype"):
+        return {"type": "array", "shape": list(x.shape), "dtype": str(x.dtype)}
+    return {"type": type(x).__name__}

@@ -63,7 +63,7 @@ def test_batch_model_returning_wrong_length_is_500(start_server):
     server = start_server(models.batch_wrong_length, batch_size=4)
     r = requests.post(server.url + "/predict/batch", json=[1, 2])
     assert r.status_code == 500
-    assert "returned 1 results for 2 inputs" in r.json()["error"]
+    assert "returned 1 results for 2 inputs" in r.json()["error"]  # our words, not the model's
     assert requests.get(server.url + "/v2/health/ready").status_code == 200
 
 
@@ -184,12 +184,27 @@ def test_seldon_object_tags_and_metrics(start_server):
 def test_unencodable_output_is_500(start_server):
     server = start_server(models.unserialisable)
     r = requests.post(server.url + "/predict", json=1)
-    assert r.status_code == 500 and "cannot be encoded as JSON" in r.json()["error"]
+    assert r.status_code == 500
+    assert r.json()["error"] == "the model's output cannot be encoded as JSON"
 
 
 def test_shutdown_route_when_enabled_stops_gracefully(start_server):
     server = start_server(models.echo, env={"OCIFORGE_ENABLE_SHUTDOWN": "1"})
-    r = requests.post(server.url + "/shutdown")
+    # what a browser page could send is refused (CSRF): a form post, a no-CORS fetch, a
+    # cross-site request; the server keeps running
+    url = server.url + "/shutdown"
+    assert requests.post(url).status_code == 415
+    assert requests.post(url, data={"a": "1"}).status_code == 415
+    assert requests.post(url, data="{}", headers={"Content-Type": "text/plain"}).status_code == 415
+    r = requests.post(url, json={}, headers={"Sec-Fetch-Site": "cross-site"})
+    assert r.status_code == 403 and "cross-site" in r.json()["error"]
+    r = requests.post(url, json={}, headers={"Origin": "https://evil.example"})
+    assert r.status_code == 403 and "Origin" in r.json()["error"]
+    assert requests.post(url, json={}, headers={"Origin": "null"}).status_code == 403
+    assert server.proc.poll() is None
+    assert requests.get(server.url + "/v2/health/live").status_code == 200
+    # an operator's tool: JSON content type, no browser headers
+    r = requests.post(url, json={})
     assert r.status_code == 202 and r.json() == {"shutting_down": True}
     assert server.proc.wait(20) == 0
     assert re.search(r'"event":"shutdown_requested"', server.stdout())

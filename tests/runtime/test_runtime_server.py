@@ -6,6 +6,7 @@ The server is started as the image starts it (``python -m ociforge_runtime``).
 from __future__ import annotations
 
 import json
+import re
 import sys
 
 import pytest
@@ -237,14 +238,19 @@ def test_predict_bad_inputs_are_400(echo):
     assert r.status_code == 400 and "takes a JSON list" in r.json()["error"]
 
 
-def test_model_exception_is_500_short_message_traceback_in_log_only(echo):
+def test_model_exception_is_500_generic_message_request_id_details_in_log_only(echo):
     r = requests.post(echo.url + "/predict", data="boom", headers={"Content-Type": "text/plain"})
     assert r.status_code == 500
-    assert r.json() == {"error": "model raised ValueError: the model exploded on purpose"}
-    assert "Traceback" not in r.text
+    body = r.json()
+    assert body == {"error": "the model raised an error", "request_id": body["request_id"]}
+    assert re.fullmatch(r"[0-9a-f]{16}", body["request_id"])
+    assert r.headers["X-Request-Id"] == body["request_id"]
+    assert "exploded" not in r.text and "ValueError" not in r.text and "Traceback" not in r.text
     errors = [rec for rec in echo.log_records() if rec.get("event") == "model_error"]
-    assert errors and "Traceback (most recent call last)" in errors[-1]["traceback"]
-    assert "runtime_models.py" in errors[-1]["traceback"] or "in echo" in errors[-1]["traceback"]
+    [mine] = [rec for rec in errors if rec.get("request_id") == body["request_id"]]
+    assert mine["error"] == "model raised ValueError: the model exploded on purpose"
+    assert "Traceback (most recent call last)" in mine["traceback"]
+    assert "runtime_models.py" in mine["traceback"] or "in echo" in mine["traceback"]
     # and the server keeps serving
     assert requests.post(echo.url + "/predict", json=[1]).status_code == 200
 
@@ -289,7 +295,8 @@ def test_run_status_and_disabled_shutdown(echo):
     assert r.status_code == 200 and r.json()["success"] is True
     assert r.json()["outputs"][0]["keys"] == ["a"]
     r = requests.post(echo.url + "/run", data="boom", headers={"Content-Type": "text/plain"})
-    assert r.status_code == 500 and r.json()["success"] is False and "exploded" in r.json()["error"]
+    assert r.status_code == 500 and r.json()["success"] is False
+    assert r.json()["error"] == "the model raised an error" and r.json()["request_id"]
     status = requests.get(echo.url + "/status").json()
     assert status["status"] == "ready" and status["name"] == "echo" and status["version"] == "1"
     assert status["kind"] == "function" and status["build"] == {"commit": "abc123"}
@@ -299,6 +306,7 @@ def test_run_status_and_disabled_shutdown(echo):
     )
     for key in ("description", "authors", "inputs", "outputs", "resources", "license"):
         assert key in status
+    assert "pid" not in status["server"] and "uid" not in status["server"]
     r = requests.post(echo.url + "/shutdown")
     assert r.status_code == 403 and "OCIFORGE_ENABLE_SHUTDOWN" in r.json()["error"]
     assert requests.get(echo.url + "/v2/health/live").status_code == 200

@@ -320,3 +320,70 @@ def test_a_wheel_of_many_small_files_is_never_all_in_memory(tmp_path):
             if m.isfile() and "/bulk/part" in m.name:
                 seen[m.name.split("site-packages/", 1)[1]] = tf.extractfile(m).read()
     assert seen == files
+
+
+@pytest.fixture(scope="module")
+def cuda_links(tmp_path_factory):
+    """A package whose [cuda] extra pulls a plugin that pulls CUDA libraries (as jax[cuda12]
+    does), a +cu121 build, and a CPU-only package."""
+    from wheelmaker import make_wheel
+
+    d = tmp_path_factory.mktemp("cuda-links")
+    make_wheel(d, "nvidia-cuda-nvrtc-cu12", "12.4.127")
+    make_wheel(d, "nvidia-cublas-cu12", "12.4.5", requires=("nvidia-cuda-nvrtc-cu12",))
+    make_wheel(d, "gpuplugin", "1.0", requires=("nvidia-cublas-cu12",))
+    make_wheel(d, "gpukit", "1.0", requires=('gpuplugin; extra == "cuda"',))
+    make_wheel(d, "torchy", "2.0+cu121")
+    make_wheel(d, "cpuonly", "1.0")
+    return d
+
+
+def _hermetic(links) -> list[str]:
+    return ["--no-pip-config", "--no-index", "-f", str(links), "--platform", "linux/amd64"]
+
+
+def test_cuda_builds_with_no_variant_named_take_the_cuda_variant(cuda_links, tmp_path):
+    """No --variant: a resolution that pulls CUDA builds means CUDA was asked for; plan and lock
+    take the variant and say so in one line."""
+    r = run_cli("plan", *_hermetic(cuda_links), "gpukit[cuda]==1.0")
+    assert r.returncode == 0, r.stderr
+    note = r.stderr.strip().splitlines()
+    assert len(note) == 1 and note[0].startswith("linux/amd64: no variant named"), r.stderr
+    assert "nvidia-cublas-cu12" in note[0] and "taking variant cu12" in note[0]
+    assert "linux/amd64 cp311 glibc_2_36 cu12" in r.stdout and "gpuplugin" in r.stdout
+
+    r = run_cli("plan", *_hermetic(cuda_links), "torchy==2.0+cu121")
+    assert r.returncode == 0, r.stderr
+    assert "torchy 2.0+cu121" in r.stderr and "taking variant cu121" in r.stderr
+    assert "linux/amd64 cp311 glibc_2_36 cu121" in r.stdout
+
+    out = tmp_path / "cuda.lock"
+    r = run_cli("lock", *_hermetic(cuda_links), "-o", str(out), "gpukit[cuda]==1.0")
+    assert r.returncode == 0, r.stderr
+    assert "taking variant cu12" in r.stderr
+    (lock,) = read_lockfile(out).values()
+    assert lock.target.variant == "cu12" and "nvidia-cuda-nvrtc-cu12" in lock.names()
+
+    r = run_cli("plan", *_hermetic(cuda_links), "cpuonly==1.0")  # no CUDA builds: cpu, silently
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    assert "linux/amd64 cp311 glibc_2_36 cpu" in r.stdout
+
+
+def test_a_named_variant_still_refuses_builds_of_another(cuda_links):
+    """--variant cpu with CUDA builds, and a CUDA variant with builds for another CUDA: refused,
+    naming the packages (the one that pulls the libraries in, through other CUDA libraries)."""
+    r = run_cli("plan", *_hermetic(cuda_links), "--variant", "cpu", "gpukit[cuda]==1.0")
+    assert r.returncode == 2
+    assert (
+        "gpuplugin 1.0 is a CUDA build here: it pulls in 2 CUDA libraries "
+        "(nvidia-cublas-cu12, nvidia-cuda-nvrtc-cu12)" in r.stderr
+    ), r.stderr
+    assert "<requirements>" not in r.stderr
+    r = run_cli("plan", *_hermetic(cuda_links), "--variant", "cpu", "nvidia-cublas-cu12")
+    assert r.returncode == 2
+    assert "the requirements name 2 CUDA libraries" in r.stderr and "<requirements>" not in r.stderr
+    r = run_cli("plan", *_hermetic(cuda_links), "--variant", "cu11", "gpukit[cuda]==1.0")
+    assert r.returncode == 2
+    assert "nvidia-cublas-cu12 12.4.5 is built for CUDA 12, not 11" in r.stderr, r.stderr
+    r = run_cli("plan", *_hermetic(cuda_links), "--variant", "cu118", "torchy==2.0+cu121")
+    assert r.returncode == 2 and "cu118" in r.stderr and "torchy" in r.stderr, r.stderr

@@ -7,6 +7,7 @@ the arm64 tree is checked by its ELF headers.
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from ociforge.python.lock import dumps
 from ociforge.python.resolve import ResolutionError, ResolveOptions, resolve
 from ociforge.python.target import debian_target
 from ociforge.python.wheelcache import WheelCache
+from ociforge.transports.transport import open_source
 
 pytestmark = pytest.mark.slow
 PYTHON = "/usr/bin/python3.11" if os.path.exists("/usr/bin/python3.11") else sys.executable
@@ -112,3 +114,44 @@ def test_cuda_plan_lists_nvidia_wheels_without_downloading(tmp_path, monkeypatch
     assert "torch 2.5.1 is a CUDA build" in str(e.value) and "nvidia-cudnn-cu12" in str(e.value)
     cpu = resolve(["torch==2.13.0+cpu"], [debian_target("linux/amd64", variant="cpu")])
     assert not any(p.name.startswith("nvidia-") for lk in cpu.values() for p in lk.packages)
+
+
+def test_jax_cuda_plan_takes_the_cuda_variant_when_none_is_named(cli):
+    """``ociforge plan 'jax[cuda12]==0.4.35'`` (metadata only, nothing downloaded): no variant
+    named, so the CUDA builds it resolves to make it a cu12 plan, said in one line; with
+    ``--variant cpu`` it is refused, naming the package that pulls the libraries in."""
+    r = cli("plan", "jax[cuda12]==0.4.35", "--platform", "linux/amd64")
+    assert r.returncode == 0, r.stderr
+    (note,) = r.stderr.strip().splitlines()
+    assert "jax-cuda12-plugin" in note and "taking variant cu12" in note
+    assert "linux/amd64 cp311 glibc_2_36 cu12" in r.stdout and "nvidia-cudnn-cu12" in r.stdout
+    r = cli("plan", "jax[cuda12]==0.4.35", "--platform", "linux/amd64", "--variant", "cpu")
+    assert r.returncode == 2
+    assert "jax-cuda12-plugin 0.4.35 is a CUDA build here" in r.stderr
+    assert "nvidia-cuda-nvrtc-cu12" in r.stderr and "<requirements>" not in r.stderr
+
+
+def test_build_takes_the_cuda_variant_of_what_resolved(tmp_path, cli):
+    """``ociforge build`` with a CUDA library in the requirements and no --gpu builds the cu12
+    variant (model.json records it) and says so; ``--gpu cpu`` refuses it."""
+    (tmp_path / "model.py").write_text("def predict(x):\n    return x\n")
+    out = tmp_path / "out"
+    r = cli(
+        "build", "model.py:predict", "--requirement", "nvidia-nvtx-cu12==12.9.79",
+        "--to", f"oci:{out}:m", cwd=tmp_path,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "linux/amd64: no variant named" in r.stderr and "taking variant cu12" in r.stderr
+    img = open_source(f"oci:{out}:m", platform="linux/amd64")
+    with img.open_layer(img.layers[-1]) as f, tarfile.open(fileobj=f, mode="r|gz") as tf:
+        for member in tf:
+            if member.name.endswith("model.json"):
+                assert json.load(tf.extractfile(member))["build"]["gpu"] == "cu12"
+                break
+        else:
+            pytest.fail("no model.json in the model layer")
+    r = cli(
+        "build", "model.py:predict", "--requirement", "nvidia-nvtx-cu12==12.9.79",
+        "--gpu", "cpu", "--to", f"oci:{out}:cpu", cwd=tmp_path,
+    )  # fmt: skip
+    assert r.returncode == 2 and "nvidia-nvtx-cu12" in r.stderr, r.stderr

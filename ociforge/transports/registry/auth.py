@@ -13,6 +13,7 @@ where the credential came from (:attr:`Credential.describe`), never a password o
 from __future__ import annotations
 
 import base64
+import json
 import re
 import threading
 import time
@@ -27,6 +28,8 @@ from . import credentials as creds
 TOKEN_LEEWAY_S = 10
 DEFAULT_TOKEN_LIFETIME_S = 60
 CLIENT_ID = "ociforge"
+MAX_TOKEN_ANSWER = 1 << 20  # a token answer is a few KiB; more is not a token service
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
 class AuthError(OciforgeError):
@@ -83,6 +86,61 @@ def merge_scopes(scopes) -> tuple[str, ...]:
                 continue
             merged.setdefault(kind_name, set()).update(a for a in actions.split(",") if a)
     return tuple(f"{k}:{','.join(sorted(v))}" for k, v in sorted(merged.items()))
+
+
+def origin_of(url: str) -> tuple[str, str, int]:
+    """(scheme, host, port) with the scheme's default port filled in: where credentials may go."""
+    parts = urllib.parse.urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return scheme, (parts.hostname or "").lower(), port or (443 if scheme == "https" else 80)
+
+
+def where(url: str) -> str:
+    """``scheme://host[:port]`` of a URL, for messages (path and query can carry tokens)."""
+    parts = urllib.parse.urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return f"{parts.scheme}://{parts.hostname or ''}" + (f":{port}" if port is not None else "")
+
+
+class AnswerTooLarge(OciforgeError):
+    """A server sent more than a bounded read allows (an endless or hostile answer)."""
+
+
+def read_capped(resp: requests.Response, limit: int, what: str) -> bytes:
+    """At most ``limit`` bytes of a streamed response's body (decoded); more is an error naming
+    the URL's origin (never its query, which can carry a token). The response is closed then."""
+    if resp.request is not None and resp.request.method == "HEAD":
+        return b""  # no body: its Content-Length is the resource's size (a blob's: GiBs)
+    declared = resp.headers.get("Content-Length", "")
+    if declared.isdigit() and int(declared) > limit and not resp.headers.get("Content-Encoding"):
+        resp.close()
+        raise AnswerTooLarge(
+            f"{where(resp.url)}: the answer to {what} is {int(declared)} bytes, over the "
+            f"{limit}-byte limit; not read"
+        )
+    out = bytearray()
+    try:
+        for block in resp.iter_content(64 << 10):
+            out += block
+            if len(out) > limit:
+                resp.close()
+                raise AnswerTooLarge(
+                    f"{where(resp.url)}: the answer to {what} is over the {limit}-byte limit; "
+                    "stopped reading"
+                )
+    except requests.RequestException as e:
+        resp.close()
+        raise OciforgeError(
+            f"{where(resp.url)}: reading the answer to {what}: {_short(e)}"
+        ) from None
+    return bytes(out)
 
 
 @dataclass
@@ -203,14 +261,12 @@ class Authenticator:
                     "service": service,
                     "scope": " ".join(scopes),
                 }
-                resp = self.session.post(realm, data=form, verify=self.verify, timeout=self.timeout)
+                resp = self._token_request("POST", realm, data=form)
             else:
                 params = [("service", service)] if service else []
                 params += [("scope", s) for s in scopes]
                 basic = (cred.username, cred.password) if has_secret else None
-                resp = self.session.get(
-                    realm, params=params, auth=basic, verify=self.verify, timeout=self.timeout
-                )
+                resp = self._token_request("GET", realm, params=params, auth=basic)
         except requests.exceptions.SSLError as e:
             raise AuthError(
                 f"{self.registry}: TLS verification of token realm {parts.netloc} failed ({_short(e)})"
@@ -219,24 +275,68 @@ class Authenticator:
             raise AuthError(
                 f"{self.registry}: cannot reach token realm {parts.netloc} ({_short(e)})"
             ) from None
-        if resp.status_code in (401, 403):
-            raise self.refused()
-        if resp.status_code != 200:
-            raise AuthError(
-                f"{self.registry}: token realm {parts.netloc} answered HTTP {resp.status_code}"
-            )
+        status = resp.status_code
+        if status != 200:
+            resp.close()
+            if status in (401, 403):
+                raise self.refused()
+            raise AuthError(f"{self.registry}: token realm {parts.netloc} answered HTTP {status}")
         try:
-            data = resp.json()
-        except ValueError:
-            raise AuthError(f"{self.registry}: token realm {parts.netloc} sent no JSON") from None
-        value = data.get("token") or data.get("access_token") or ""
-        lifetime = int(data.get("expires_in") or DEFAULT_TOKEN_LIFETIME_S)
+            body = read_capped(resp, MAX_TOKEN_ANSWER, "a token request")
+        except OciforgeError as e:
+            raise AuthError(f"{self.registry}: {e}") from None
+        finally:
+            resp.close()
+        try:
+            data = json.loads(body)
+            if not isinstance(data, dict):
+                raise ValueError("not an object")
+            value = data.get("token") or data.get("access_token") or ""
+            lifetime = int(data.get("expires_in") or DEFAULT_TOKEN_LIFETIME_S)
+            if not isinstance(value, str):
+                raise ValueError("token is not a string")
+        except (ValueError, TypeError, OverflowError):
+            raise AuthError(
+                f"{self.registry}: token realm {parts.netloc} sent no valid token answer"
+            ) from None
         if data.get("refresh_token") and cred is not None and not cred.identity_token:
             # Keep using the refresh token rather than sending the password again.
             self.credential = creds.Credential(
                 cred.username, cred.password, data["refresh_token"], source=cred.source
             )
         return _Token(value, time.time() + max(lifetime - TOKEN_LEEWAY_S, lifetime / 2))
+
+    def _token_request(self, method: str, url: str, **kw) -> requests.Response:
+        """A token request, following redirects by hand and only within the realm's origin: a
+        redirect elsewhere (a 307 would resend the form, refresh token included) is refused."""
+        home = origin_of(url)
+        for _hop in range(6):
+            resp = self.session.request(
+                method,
+                url,
+                allow_redirects=False,
+                stream=True,
+                verify=self.verify,
+                timeout=self.timeout,
+                **kw,
+            )
+            if resp.status_code not in _REDIRECTS or "Location" not in resp.headers:
+                return resp
+            new = urllib.parse.urljoin(url, resp.headers["Location"])
+            resp.close()
+            if origin_of(new) != home:
+                raise AuthError(
+                    f"{self.registry}: token realm {where(url)} redirected to {where(new)}; "
+                    "not followed (a token request goes only to the realm's own origin)"
+                )
+            if resp.status_code in (301, 302, 303) and method == "POST":
+                raise AuthError(
+                    f"{self.registry}: token realm {where(url)} redirected a token POST "
+                    f"(HTTP {resp.status_code}); not followed"
+                )
+            url = new
+            kw.pop("params", None)  # the Location carries its own query
+        raise AuthError(f"{self.registry}: token realm {where(url)}: too many redirects")
 
 
 def _short(e: Exception) -> str:

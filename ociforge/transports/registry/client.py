@@ -8,11 +8,16 @@ right ``Authorization``. Transient failures (dropped connections, 429 with ``Ret
 :class:`RegistryError` carrying the registry's own error code and message.
 
 Redirects are followed by hand so that ``Authorization`` is dropped whenever the next hop is another
-host (blob downloads are commonly redirected to a storage bucket with its own signed URL).
+origin (blob downloads are commonly redirected to a storage bucket with its own signed URL).
+Credentials go only to the origin the registry was reached at: the same scheme, host and port
+(``https://reg`` and ``http://reg`` are two origins). A redirect or an upload ``Location`` that
+goes from HTTPS to plain HTTP is refused unless the user chose ``insecure`` for this registry,
+and even then it gets no credentials.
 """
 
 from __future__ import annotations
 
+import json
 import random
 import time
 import urllib.parse
@@ -25,7 +30,7 @@ import urllib3
 from requests.adapters import HTTPAdapter
 
 from ...errors import NotFound, OciforgeError
-from .auth import Authenticator, AuthError, _short
+from .auth import Authenticator, AuthError, _short, origin_of, read_capped, where
 from .credentials import Credential
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -34,6 +39,9 @@ USER_AGENT = "ociforge"
 # Hosts (loopback or --insecure) found to speak plain HTTP, so later clients skip the TLS probe.
 _PLAIN_HOSTS: dict[str, bool] = {}
 _NOT_FOUND_CODES = {"MANIFEST_UNKNOWN", "NAME_UNKNOWN", "BLOB_UNKNOWN", "NOT_FOUND"}
+# Bounded reads: every answer is streamed, and one read whole is read only this far.
+MAX_ANSWER = 16 << 20  # an answer a caller reads whole (tag lists, referrers...)
+MAX_ERROR_BODY = 64 << 10  # an error's JSON; a longer one is reported without its detail
 
 
 class RegistryError(OciforgeError):
@@ -133,7 +141,10 @@ def error_from(resp: requests.Response, registry: str, what: str) -> RegistryErr
     code = message = ""
     detail = ""
     try:
-        data = resp.json()
+        content = getattr(resp, "_content", False)  # already read (a buffered answer)
+        if not isinstance(content, bytes):
+            content = read_capped(resp, MAX_ERROR_BODY, what)
+        data = json.loads(content)
         errors = data.get("errors") or []
         if errors:
             code = str(errors[0].get("code", ""))
@@ -141,8 +152,8 @@ def error_from(resp: requests.Response, registry: str, what: str) -> RegistryErr
             d = errors[0].get("detail")
             if isinstance(d, str) and len(d) < 300:
                 detail = d
-    except (ValueError, AttributeError):
-        pass
+    except (ValueError, AttributeError, TypeError, OciforgeError):
+        pass  # no JSON, not the expected shape, or too long: the status says enough
     text = f"{registry}: {what} failed: HTTP {resp.status_code}"
     if code:
         text += f" {code}"
@@ -221,7 +232,9 @@ class Client:
                 # the TLS handshake, so do not wait for it as long as for a real request.
                 probe = (self.timeout[0], 10.0) if plain_ok and scheme == "https" else self.timeout
                 try:
-                    resp = self.session.get(url, verify=verify, timeout=probe)
+                    # Streamed and closed unread: only the status and headers matter here, and
+                    # a body (endless, on a hostile server) is never read.
+                    resp = self.session.get(url, verify=verify, timeout=probe, stream=True)
                 except requests.exceptions.SSLError as e:
                     if _is_cert_error(e) and self.insecure and verify is not False:
                         verify = False
@@ -279,6 +292,22 @@ class Client:
         """A ``Location`` header resolved against the request URL (relative or absolute)."""
         return urllib.parse.urljoin(resp.url, location)
 
+    def _own_origin(self, url: str) -> bool:
+        """True when ``url`` is on the origin the registry was reached at (credentials may go)."""
+        return bool(self.base_url) and origin_of(url) == origin_of(self.base_url)
+
+    def _check_downgrade(self, came_from: str, url: str, what: str) -> None:
+        """Refuse a move from HTTPS to plain HTTP, unless the user allowed ``insecure``."""
+        if (
+            urllib.parse.urlsplit(came_from).scheme.lower() == "https"
+            and urllib.parse.urlsplit(url).scheme.lower() != "https"
+            and not self.insecure
+        ):
+            raise OciforgeError(
+                f"{self.registry}: {what}: refusing to go from HTTPS to plain HTTP "
+                f"({where(url)}); use --insecure only if you trust the network"
+            )
+
     # -- requests
     def request(
         self,
@@ -299,21 +328,24 @@ class Client:
         transient failures raise :class:`TransientError` for the caller to recover from (uploads
         resume rather than resend).
         """
+        self.ping()
         url = self.url(path_or_url)
+        # An absolute URL comes from the registry (an upload Location): it may not downgrade.
+        self._check_downgrade(self.base_url, url, what)
         ok = tuple(ok)
         scopes = self.scopes if scopes is None else tuple(scopes)
         attempt, reauth, force = 0, False, False
         while True:
             attempt += 1
             hdrs = dict(headers or {})
-            if _host_of(url) == self.api_host.lower():
+            if self._own_origin(url):
                 auth = self.auth.header(scopes, force=force)
                 force = False
                 if auth:
                     hdrs["Authorization"] = auth
             data = body() if callable(body) else body
             try:
-                resp = self._send(method, url, hdrs, data, stream)
+                resp = self._send(method, url, hdrs, data, stream, what)
             except requests.exceptions.SSLError as e:
                 raise OciforgeError(
                     f"{self.registry}: TLS error during {what}: {_short(e)}"
@@ -350,6 +382,10 @@ class Client:
                 resp.close()
                 raise self.auth.refused(what)
             if status in ok:
+                if not stream and method.upper() != "HEAD":
+                    # a HEAD answer has no body: its Content-Length is the blob's (GiBs for a
+                    # model layer), not something to read
+                    self._buffer(resp, what)
                 return resp
             if status in RETRY_STATUSES:
                 after = retry_after_of(resp)
@@ -364,7 +400,18 @@ class Client:
             finally:
                 resp.close()
 
-    def _send(self, method, url, headers, data, stream) -> requests.Response:
+    def _buffer(self, resp: requests.Response, what: str) -> None:
+        """Read an answer whole, but no further than :data:`MAX_ANSWER` (then it is an error)."""
+        try:
+            body = read_capped(resp, MAX_ANSWER, what)
+        except OciforgeError as e:
+            resp.close()
+            raise RegistryError(f"{self.registry}: {e}", status=resp.status_code) from None
+        resp._content = body  # what requests itself does when it reads a body
+        resp._content_consumed = True
+        resp.close()  # read to the end: the connection goes back to the pool
+
+    def _send(self, method, url, headers, data, stream, what="a request") -> requests.Response:
         for _hop in range(10):
             verify = self.verify if _host_of(url) == self.api_host.lower() else (not self.insecure)
             resp = self.session.request(
@@ -372,7 +419,7 @@ class Client:
                 url,
                 headers=headers,
                 data=data,
-                stream=stream,
+                stream=True,  # bodies are read by the caller or by _buffer, always bounded
                 allow_redirects=False,
                 verify=verify,
                 timeout=self.timeout,
@@ -384,7 +431,8 @@ class Client:
             ):
                 new = urllib.parse.urljoin(url, resp.headers["Location"])
                 resp.close()
-                if _host_of(new) != _host_of(url):
+                self._check_downgrade(url, new, what)
+                if not self._own_origin(new):
                     headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
                 url = new
                 continue

@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass, field
@@ -103,20 +104,46 @@ def _tilde(path: Path) -> str:
 
 def _load(path: Path) -> dict | None:
     try:
-        text = path.read_text()
+        raw = path.read_bytes()
     except FileNotFoundError:
         return None
     except OSError as e:
         raise CredentialError(f"cannot read {path}: {e.strerror or e}") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise CredentialError(f"{path} is not UTF-8 text (byte {e.start})") from None
     if not text.strip():
         return {}
     try:
         data = json.loads(text)
-    except ValueError as e:
+    except json.JSONDecodeError as e:
         raise CredentialError(f"{path} is not valid JSON ({e.msg} at line {e.lineno})") from None
+    except (ValueError, RecursionError):  # a number too long, nesting too deep
+        raise CredentialError(f"{path} is not valid JSON") from None
     if not isinstance(data, dict):
         raise CredentialError(f"{path} is not a JSON object")
     return data
+
+
+def _section(data: dict, name: str, source: str) -> dict:
+    """``data[name]`` as a JSON object ({} when absent); anything else is an error."""
+    value = data.get(name)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise CredentialError(f"{source}: {name!r} is not a JSON object")
+    return value
+
+
+_HELPER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def _helper_name(value, source: str) -> str:
+    """A credential helper's name (``docker-credential-NAME``), never a path or an option."""
+    if not isinstance(value, str) or not _HELPER_NAME.fullmatch(value):
+        raise CredentialError(f"{source}: {str(value)[:40]!r} is not a credential helper name")
+    return value
 
 
 def _key_matches(key: str, registry: str, repository: str) -> int:
@@ -144,17 +171,25 @@ def _from_auths(auths: dict, registry: str, repository: str, source: str) -> Cre
             best, best_score = entry, score
     if best is None:
         return None
-    user, pw = best.get("username", ""), best.get("password", "")
-    if best.get("auth"):
+    fields = {}
+    for name in ("username", "password", "auth", "identitytoken", "registrytoken"):
+        value = best.get(name)
+        if value is None:
+            value = ""
+        if not isinstance(value, str):
+            raise CredentialError(f"{source}: the {name!r} of {registry} is not a string")
+        fields[name] = value
+    user, pw = fields["username"], fields["password"]
+    if fields["auth"]:
         try:
-            user, sep, pw = base64.b64decode(best["auth"], validate=True).decode().partition(":")
+            user, sep, pw = base64.b64decode(fields["auth"], validate=True).decode().partition(":")
             if not sep:
                 raise ValueError("no colon")
         except ValueError:
             raise CredentialError(
                 f"{source}: the 'auth' entry for {registry} is not base64 of USER:PASSWORD"
             ) from None
-    token, rtoken = best.get("identitytoken", ""), best.get("registrytoken", "")
+    token, rtoken = fields["identitytoken"], fields["registrytoken"]
     if not (user or pw or token or rtoken):
         return None
     return Credential(user, pw, token, rtoken, source=source)
@@ -195,11 +230,15 @@ def _from_helper(helper: str, registry: str, source: str) -> Credential | None:
         return None
     try:
         data = json.loads(out)
-    except ValueError:
+        if not isinstance(data, dict):
+            raise ValueError("not an object")
+        user, secret = data.get("Username") or "", data.get("Secret") or ""
+        if not isinstance(user, str) or not isinstance(secret, str):
+            raise ValueError("not strings")
+    except (ValueError, RecursionError):
         raise CredentialError(
-            f"credential helper docker-credential-{helper} printed no JSON"
+            f"credential helper docker-credential-{helper} printed no valid credentials"
         ) from None
-    user, secret = data.get("Username", ""), data.get("Secret", "")
     where = f"credential helper docker-credential-{helper} ({source})"
     if user == "<token>":
         return Credential("", "", secret, source=where)
@@ -211,15 +250,17 @@ def _from_file(path: Path, registry: str, repository: str) -> Credential | None:
     if data is None:
         return None
     source = _tilde(path)
-    helpers = data.get("credHelpers") or {}
+    helpers = _section(data, "credHelpers", source)
     for key, helper in helpers.items():
         if _key_matches(key, registry, ""):
+            helper = _helper_name(helper, f"{source} credHelpers")
             return _from_helper(helper, registry, f"{source} credHelpers")
     if data.get("credsStore"):
-        cred = _from_helper(data["credsStore"], registry, f"{source} credsStore")
+        store_name = _helper_name(data["credsStore"], f"{source} credsStore")
+        cred = _from_helper(store_name, registry, f"{source} credsStore")
         if cred is not None:
             return cred
-    return _from_auths(data.get("auths") or {}, registry, repository, f"{source} auths")
+    return _from_auths(_section(data, "auths", source), registry, repository, f"{source} auths")
 
 
 def from_env(registry: str) -> Credential | None:
@@ -257,11 +298,13 @@ def store(registry: str, cred: Credential, path: Path | None = None) -> str:
     registry = normalize_registry(registry)
     path = Path(path) if path else docker_config_path()
     data = _load(path) or {}
+    source = _tilde(path)
     helper = None
-    for key, h in (data.get("credHelpers") or {}).items():
+    for key, h in _section(data, "credHelpers", source).items():
         if _key_matches(key, registry, ""):
-            helper = h
-    helper = helper or data.get("credsStore")
+            helper = _helper_name(h, f"{source} credHelpers")
+    if helper is None and data.get("credsStore"):
+        helper = _helper_name(data["credsStore"], f"{source} credsStore")
     key = helper_server_url(registry)
     if helper:
         user = cred.username if not cred.identity_token else "<token>"
@@ -269,7 +312,8 @@ def store(registry: str, cred: Credential, path: Path | None = None) -> str:
         payload = json.dumps({"ServerURL": key, "Username": user, "Secret": secret})
         run_helper(helper, "store", payload, _tilde(path))
         # docker keeps an empty entry so 'docker info' lists the registry.
-        data.setdefault("auths", {})[key] = {}
+        data["auths"] = _section(data, "auths", source)
+        data["auths"][key] = {}
         _write_json_atomic(path, data)
         return f"credential helper docker-credential-{helper}"
     entry: dict = {"auth": base64.b64encode(f"{cred.username}:{cred.password}".encode()).decode()}
@@ -278,7 +322,7 @@ def store(registry: str, cred: Credential, path: Path | None = None) -> str:
             "auth": base64.b64encode(f"{cred.username}:".encode()).decode(),
             "identitytoken": cred.identity_token,
         }
-    auths = data.setdefault("auths", {})
+    auths = data["auths"] = _section(data, "auths", source)
     for k in [k for k in auths if _key_matches(k, registry, "") == 1 and k != key]:
         del auths[k]
     auths[key] = entry
@@ -293,14 +337,17 @@ def erase(registry: str, path: Path | None = None) -> bool:
     data = _load(path)
     if not data:
         return False
-    auths = data.get("auths") or {}
+    source = _tilde(path)
+    auths = _section(data, "auths", source)
     keys = [k for k in auths if _key_matches(k, registry, "") == 1]
     for k in keys:
         del auths[k]
-    helper = data.get("credsStore")
-    for key, h in (data.get("credHelpers") or {}).items():
+    helper = None
+    if data.get("credsStore"):
+        helper = _helper_name(data["credsStore"], f"{source} credsStore")
+    for key, h in _section(data, "credHelpers", source).items():
         if _key_matches(key, registry, ""):
-            helper = h
+            helper = _helper_name(h, f"{source} credHelpers")
     if helper:
         run_helper(helper, "erase", helper_server_url(registry), _tilde(path))
     _write_json_atomic(path, data)

@@ -7,6 +7,19 @@ not restart from byte 0 each time the connection drops. Blobs up to one chunk go
 upload asks the registry how far it got (``GET`` on the session, ``Range: 0-N``) and continues
 from there. A registry that lost the session, or answers 416, gets a fresh session from byte 0.
 The source is re-opened at the offset (seeking when it can), so memory stays flat.
+
+``Range: 0-0`` is ambiguous: the reference registry (distribution 2.8) reports an empty session
+and a session holding one byte alike, and appends a ``PATCH`` wherever its ``Content-Range`` says
+it starts. Reading it as "1 byte stored" after a failed first chunk loses byte 0 and the digest
+is wrong at the end; reading it as "nothing stored" duplicates byte 0 in the other case. So a
+status answer of ``0-0`` (or one past the blob's end, or not starting at 0) means "unknown": the
+blob starts again in a fresh session, which costs at most the one chunk that failed. A ``PATCH``
+answer moves the offset by what was sent (registries such as ECR answer with a stale ``Range``).
+Completing a blob answered ``DIGEST_INVALID``, ``BLOB_UPLOAD_INVALID`` or ``BLOB_UPLOAD_UNKNOWN``
+also starts it again in a new session. Every way round is bounded by the retry policy:
+``attempts`` failures in a row without a chunk acknowledged, ``attempts`` restarts after such
+refusals, and ``attempts`` failures per chunk of the blob in all (the reference registry drops a
+session whose chunk was cut, so a flaky link can cost whole restarts, but never endlessly).
 """
 
 from __future__ import annotations
@@ -24,7 +37,10 @@ from .client import Client, RegistryError, TransientError, add_query
 
 DEFAULT_CHUNK = 32 << 20
 OCTET = "application/octet-stream"
-_RANGE = re.compile(r"^(?:bytes=)?(\d+)-(\d+)$")
+_RANGE = re.compile(r"^(?:bytes=)?0-(\d+)$")
+# Answers to completing (or continuing) an upload that mean "this session's bytes are not what
+# they should be": start the blob again in a new session.
+_RESTART_CODES = frozenset({"DIGEST_INVALID", "BLOB_UPLOAD_INVALID", "BLOB_UPLOAD_UNKNOWN"})
 
 
 @dataclass
@@ -78,9 +94,24 @@ def _open_at(opener: Callable[[], BinaryIO], offset: int) -> BinaryIO:
     return f
 
 
-def _range_end(resp) -> int | None:
-    m = _RANGE.match(resp.headers.get("Range", "").strip())
-    return int(m.group(2)) if m else None
+def stored_bytes(range_header: str | None, size: int) -> int | None:
+    """How many bytes of a ``size``-byte blob an upload status ``Range`` says are stored.
+
+    None when that cannot be known: no header, not ``0-N``, past the blob's end, or ``0-0``
+    (an empty session and a one-byte one both read ``0-0`` on the reference registry).
+    """
+    m = _RANGE.match((range_header or "").strip())
+    if not m:
+        return None
+    end = int(m.group(1))
+    if end == 0 or end + 1 > size:
+        return None
+    return end + 1
+
+
+def _refusal(e: RegistryError) -> bool:
+    """A registry answer that means the session is unusable (start the blob over)."""
+    return e.code in _RESTART_CODES or e.status in (404, 416)
 
 
 class Uploader:
@@ -160,8 +191,9 @@ class Uploader:
         size = max(self.chunk_size, lo)
         return min(size, hi) if hi else size
 
-    def _status(self, loc: str) -> tuple[str, int] | None:
-        """Where the registry says an upload session stands: (location, next offset), or None."""
+    def _status(self, loc: str, size: int) -> tuple[str, int] | None:
+        """Where the registry says an upload session stands: (location, next offset), or None
+        when the session is gone or its offset cannot be known for sure (see the module notes)."""
         try:
             resp = self.client.request(
                 "GET",
@@ -173,11 +205,11 @@ class Uploader:
         except RegistryError:
             return None
         resp.close()
-        end = _range_end(resp)
-        if resp.status_code not in (200, 204) or end is None:
+        stored = stored_bytes(resp.headers.get("Range"), size)
+        if resp.status_code not in (200, 204) or stored is None:
             return None
         new = resp.headers.get("Location")
-        return (self.client.resolve(resp, new) if new else loc), end + 1
+        return (self.client.resolve(resp, new) if new else loc), stored
 
     def _upload(self, desc: Descriptor, opener, session) -> int:
         sent = [0]
@@ -187,8 +219,12 @@ class Uploader:
             self.progress.advance(desc, n)
 
         loc, lo, hi = self._session_of(session) if session is not None else (None, 0, 0)
-        offset, failures, policy = 0, 0, self.client.retry
+        offset, policy = 0, self.client.retry
+        failures = 0  # failed attempts since a chunk was last acknowledged
+        total = 0  # failed attempts in all
+        restarts = 0  # sessions given up after the registry refused their bytes
         size = desc.size
+        completing = False
         while True:
             try:
                 if loc is None:
@@ -196,34 +232,42 @@ class Uploader:
                     offset = 0
                     self.progress.restart(desc, 0)
                 chunk = self._chunk(lo, hi)
+                completing = False
                 if size <= chunk and offset == 0:
+                    completing = True
                     self._put(loc, desc, opener, count)
                     return sent[0]
                 while offset < size:
                     n = min(chunk, size - offset)
                     loc, offset = self._patch(loc, offset, n, opener, count)
                     failures = 0
+                completing = True
                 self._put(loc, desc, None, count)
                 return sent[0]
             except TransientError as e:
                 failures += 1
-                if failures >= policy.attempts:
+                total += 1
+                chunks = -(-size // self._chunk(lo, hi)) or 1
+                if failures >= policy.attempts or total >= policy.attempts * chunks:
                     raise OciforgeError(
-                        f"pushing blob {desc.digest} failed after {failures} attempts: {e}"
+                        f"pushing blob {desc.digest} failed after {total} attempts: {e}"
                     ) from None
                 time.sleep(policy.delay(failures, e.retry_after))
-                state = self._status(loc) if loc and size > self._chunk(lo, hi) else None
+                if completing and self.exists(desc):
+                    return sent[0]  # the registry completed the blob; only its answer was lost
+                state = self._status(loc, size) if loc and size > self._chunk(lo, hi) else None
                 if state is None:
-                    loc = None  # lost session (or a single-PUT upload): start over
+                    loc = None  # lost or ambiguous session (or a single-PUT upload): start over
                 else:
                     loc, offset = state
                     self.progress.restart(desc, offset)
-            except _Restart:
-                failures += 1
-                if failures >= policy.attempts:
+            except _Restart as e:
+                restarts += 1
+                if restarts >= policy.attempts:
                     raise OciforgeError(
-                        f"pushing blob {desc.digest}: registry kept refusing ranges"
+                        f"pushing blob {desc.digest} failed after {restarts} attempts: {e}"
                     ) from None
+                time.sleep(policy.delay(restarts))
                 loc = None
 
     def _patch(self, loc: str, offset: int, n: int, opener, count) -> tuple[str, int]:
@@ -239,7 +283,7 @@ class Uploader:
                 loc,
                 what="uploading a chunk",
                 retry=False,
-                ok=(202, 416),
+                ok=(201, 202, 416),
                 headers={
                     "Content-Type": OCTET,
                     "Content-Range": f"{offset}-{offset + n - 1}",
@@ -247,53 +291,48 @@ class Uploader:
                 },
                 body=body,
             )
+        except RegistryError as e:
+            if _refusal(e):
+                raise _Restart(str(e)) from None
+            raise
         finally:
             for f in files:
                 f.close()
         resp.close()
         if resp.status_code == 416:
-            raise _Restart()
+            raise _Restart(f"{self.client.registry} refused the range {offset}-{offset + n - 1}")
         new = resp.headers.get("Location")
-        end = _range_end(resp)
-        return (self.client.resolve(resp, new) if new else loc), (
-            end + 1 if end is not None else offset + n
-        )
+        # Our own count, not the answer's Range: some registries answer with a stale one.
+        return (self.client.resolve(resp, new) if new else loc), offset + n
 
     def _put(self, loc: str, desc: Descriptor, opener, count) -> None:
         url = add_query(loc, digest=desc.digest)
-        if opener is None:
-            resp = self.client.request(
-                "PUT",
-                url,
-                what=f"completing upload of {desc.digest}",
-                retry=False,
-                ok=(201, 204),
-                headers={"Content-Length": "0", "Content-Type": OCTET},
-                body=b"",
-            )
-            resp.close()
-            return
         files: list[BinaryIO] = []
+        if opener is None:
+            what = f"completing upload of {desc.digest}"
+            headers = {"Content-Length": "0", "Content-Type": OCTET}
+            body: Callable[[], object] | bytes = b""
+        else:
+            what = f"uploading blob {desc.digest}"
+            headers = {"Content-Type": OCTET, "Content-Length": str(desc.size)}
 
-        def body() -> _Body:
-            files.append(_open_at(opener, 0))
-            return _Body(files[-1], desc.size, count)
+            def body() -> _Body:
+                files.append(_open_at(opener, 0))
+                return _Body(files[-1], desc.size, count)
 
         try:
             resp = self.client.request(
-                "PUT",
-                url,
-                what=f"uploading blob {desc.digest}",
-                retry=False,
-                ok=(201, 204),
-                headers={"Content-Type": OCTET, "Content-Length": str(desc.size)},
-                body=body,
+                "PUT", url, what=what, retry=False, ok=(201, 204), headers=headers, body=body
             )
             resp.close()
+        except RegistryError as e:
+            if _refusal(e):
+                raise _Restart(str(e)) from None
+            raise
         finally:
             for f in files:
                 f.close()
 
 
 class _Restart(Exception):
-    """The registry refused the range (416): the session is unusable, start a fresh one."""
+    """The registry refused the session's bytes or range: start the blob in a fresh session."""

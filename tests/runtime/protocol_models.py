@@ -1,0 +1,104 @@
+"""Models for the protocol tests (Seldon, KServe v1, OIP v2 binary), written the way each
+serving world writes them. Pickled by value (see ``test_protocol_clients``)."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+
+class SeldonModel:
+    """A model written for the Seldon Core Python wrapper, unchanged."""
+
+    def __init__(self, scale=1.0, offset=0, label="plain", verbose=False):
+        self.scale = scale
+        self.offset = offset
+        self.label = label
+        self.verbose = verbose
+        self.loads = 0
+        self.rewards = []
+
+    def load(self):
+        self.loads += 1
+
+    def predict(self, X, features_names=None, **kwargs):
+        if isinstance(X, str):
+            return X.upper() + f":{self.label}"
+        if isinstance(X, (bytes, bytearray)):
+            return bytes(X)[::-1]
+        if isinstance(X, dict):
+            return {"keys": sorted(X), "label": self.label, "loads": self.loads}
+        X = np.asarray(X, dtype=float)
+        return X * self.scale + self.offset
+
+    def class_names(self):
+        return ["a", "b", "c"]
+
+    def tags(self):
+        return {"model": "seldon", "label": self.label}
+
+    def metrics(self):
+        return [{"type": "COUNTER", "key": "seldon_calls", "value": 1}]
+
+    def transform_input(self, X, features_names=None, **kwargs):
+        return np.asarray(X, dtype=float) + 1
+
+    def transform_output(self, X, features_names=None, **kwargs):
+        return np.asarray(X, dtype=float) * 10
+
+    def route(self, X, features_names=None):
+        return 1 if float(np.asarray(X, dtype=float).sum()) > 0 else 0
+
+    def aggregate(self, Xs, features_names=None):
+        return np.sum([np.asarray(x, dtype=float) for x in Xs], axis=0)
+
+    def send_feedback(self, features, feature_names, reward, truth, routing=None):
+        self.rewards.append(reward)
+        return None
+
+    def init_metadata(self):
+        return {
+            "name": "seldon-model",
+            "versions": ["v7"],
+            "platform": "ociforge-test",
+            "inputs": [{"messagetype": "tensor", "schema": {"names": ["a", "b", "c"]}}],
+            "outputs": [{"messagetype": "tensor", "schema": {"shape": [3]}}],
+        }
+
+
+class FailingLoad:
+    """An instance whose load() raises: the container must stop with the reason logged."""
+
+    def load(self):
+        raise RuntimeError("weights not found at /nowhere")
+
+    def predict(self, X):
+        return X
+
+
+class SkLike:
+    """An sklearn-style object: predict(X) over a 2-D array, one prediction per row."""
+
+    def predict(self, X):
+        X = np.asarray(X, dtype=float)
+        if X.ndim != 2:
+            raise ValueError(f"expected a 2-D array, got shape {X.shape}")
+        return X.sum(axis=1)
+
+
+def tensor_model(x):
+    """A v2 model: numbers doubled, BYTES upper-cased; several inputs -> several outputs."""
+    if isinstance(x, dict):
+        return {f"{k}_out": tensor_model(v) for k, v in x.items()}
+    arr = np.asarray(x)
+    if arr.dtype.kind in "OUS":
+        flat = [v.upper() for v in arr.ravel().tolist()]
+        return np.array(flat, dtype=object).reshape(arr.shape)
+    if arr.dtype.kind == "b":
+        return ~arr
+    return arr * 2
+
+
+def env_weights_dir():
+    return os.environ.get("OCIFORGE_WEIGHTS_DIR")
