@@ -1,4 +1,5 @@
-"""Everything the tests and benchmarks import is installed by the README's test command.
+"""Everything the tests, benchmarks and the runtime they load import is installed by the README's
+test command.
 
 ``scripts/test`` installs ``.[test]``; CI runs it in a fresh virtual environment. A test that
 imports a package only the developer's machine happens to have would pass here and fail there:
@@ -86,7 +87,8 @@ def test_every_import_of_the_tests_and_benchmarks_is_declared():
     installed = _closure(_declared())
     local = _local_modules()
     undeclared = []
-    for folder in ("tests", "benchmarks"):
+    # the runtime too: the tests import it in process, with its optional gRPC parts
+    for folder in ("tests", "benchmarks", "runtimes"):
         for module, where in sorted(_top_level_imports(ROOT / folder).items()):
             if module in sys.stdlib_module_names or module in local or module == "__future__":
                 continue
