@@ -7,9 +7,10 @@ from __future__ import annotations
 import re
 
 import pytest
-from conftest import app_for
 from ociforge_runtime import local
 from ociforge_runtime.config import Settings
+
+from tests.runtime.conftest import app_for
 
 SECRET = "postgresql://scott:tiger@db.internal:5432/prod (/srv/models/weights.bin)"
 

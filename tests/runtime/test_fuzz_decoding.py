@@ -13,13 +13,14 @@ from types import SimpleNamespace
 
 import pytest
 import runtime_models as models
-from conftest import app_for
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from ociforge_runtime import codec
 from ociforge_runtime.errors import RuntimeHTTPError, TooLarge
 from ociforge_runtime.worker import BufferingWorker as Worker
 from ociforge_runtime.worker import Conn, Reject, frame_head
+
+from tests.runtime.conftest import app_for
 
 # numpy warns (and gives inf) when a float does not fit FP16/FP32: a value, not an error
 pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")

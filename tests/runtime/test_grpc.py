@@ -109,8 +109,9 @@ def kserve_python() -> Path:
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory):
     """Two gRPC-enabled servers for the client tests: a typed card and a free-form model."""
-    from conftest import Server
     from ociforge_runtime.package import package_files, write_package
+
+    from tests.runtime.conftest import Server
 
     made = {}
     for key, model, card in (
@@ -417,7 +418,7 @@ def test_enabled_without_grpcio_serves_http(start_server, tmp_path):
     shim = tmp_path / "shim"
     (shim / "grpc").mkdir(parents=True)
     (shim / "grpc" / "__init__.py").write_text("raise ImportError('no grpcio in this image')\n")
-    from conftest import RUNTIMES
+    from tests.runtime.conftest import RUNTIMES
 
     server = started(
         start_server,

@@ -11,9 +11,10 @@ import cloudpickle
 import numpy as np
 import protocol_models as pm
 import pytest
-from conftest import app_for
 from ociforge_runtime import seldon
 from ociforge_runtime.binary import HEADER
+
+from tests.runtime.conftest import app_for
 
 cloudpickle.register_pickle_by_value(pm)
 

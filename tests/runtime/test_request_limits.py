@@ -10,9 +10,10 @@ import tracemalloc
 import pytest
 import requests
 import runtime_models as models
-from conftest import app_for
 from ociforge_runtime import codec
 from ociforge_runtime.errors import BadInput, TooLarge
+
+from tests.runtime.conftest import app_for
 
 
 @pytest.fixture(scope="module")
