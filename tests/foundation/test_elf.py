@@ -1,5 +1,5 @@
 """The ELF reader (ociforge.python.elf): real files of this host, numpy's extension module, an
-aarch64 one from a cached wheel, files written here in every class and byte order, members
+aarch64 one from numpy's aarch64 wheel (downloaded once into the test cache), files written here in every class and byte order, members
 read through a wheel's zip, and any bytes at all (a result or InvalidInput, nothing else)."""
 
 from __future__ import annotations
@@ -7,25 +7,28 @@ from __future__ import annotations
 import glob
 import io
 import os
+import subprocess
+import sys
 import sysconfig
 import zipfile
 from pathlib import Path
 
+import numpy
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ociforge.cachedir import default_cache_dir
 from ociforge.errors import InvalidInput
 from ociforge.python.elf import read_elf, read_elf_path
 from ociforge.python.wheelzip import WheelZip
 from tests.support.elfmaker import make_elf
 
 LIBC = next((p for p in glob.glob("/usr/lib/*-linux-gnu/libc.so.6")), None)
+TEST_CACHE = Path.home() / ".cache" / "ociforge-test" / "aarch64-wheels"
 
 
-@pytest.mark.skipif(LIBC is None, reason="no glibc here")
 def test_host_libc_and_a_program():
+    assert LIBC is not None, "no /usr/lib/*-linux-gnu/libc.so.6 on this (Debian) machine"
     libc = read_elf_path(LIBC)
     assert libc.soname == "libc.so.6"
     assert libc.bits == 64 and libc.little_endian and libc.type == 3
@@ -40,22 +43,17 @@ def test_not_elf_is_none(tmp_path):
     assert read_elf(io.BytesIO(b"")) is None
 
 
-def _numpy_extension() -> Path | None:
-    try:
-        import numpy
-    except ImportError:
-        return None
+def _numpy_extension() -> Path:
     root = Path(numpy.__file__).parent
     found = sorted(root.glob("_core/_multiarray_umath*.so")) + sorted(
         root.glob("core/_multiarray_umath*.so")
     )
-    return found[0] if found else None
+    assert found, f"numpy's extension module is not under {root}"
+    return found[0]
 
 
 def test_numpy_extension_module_rpath_origin():
     ext = _numpy_extension()
-    if ext is None:
-        pytest.skip("numpy with its extension module is not installed")
     info = read_elf_path(ext)
     assert info.arch == sysconfig.get_platform().rpartition("-")[2].replace("amd64", "x86_64")
     assert "libc.so.6" in info.needed
@@ -65,9 +63,7 @@ def test_numpy_extension_module_rpath_origin():
 
 
 def test_zip_member_reads_the_same_as_the_file(tmp_path):
-    ext = _numpy_extension() or (Path(LIBC) if LIBC else None)
-    if ext is None:
-        pytest.skip("no shared object here")
+    ext = _numpy_extension()
     whl = tmp_path / "w.whl"
     with zipfile.ZipFile(whl, "w", zipfile.ZIP_DEFLATED) as zf:
         zf.write(ext, "pkg/ext.so")
@@ -75,23 +71,28 @@ def test_zip_member_reads_the_same_as_the_file(tmp_path):
         assert read_elf(member) == read_elf_path(ext)
 
 
-def _aarch64_wheel_so() -> tuple[Path, str] | None:
-    # this session's cache, else (read only) the user's, which `ociforge example` fills
-    roots = [default_cache_dir(), Path.home() / ".cache" / "ociforge"]
-    wheels = [w for r in roots for w in sorted(glob.glob(f"{r}/wheels/*/*/*aarch64*.whl"))]
-    for whl in wheels:
-        with zipfile.ZipFile(whl) as zf:
-            for name in zf.namelist():
-                if name.endswith(".so"):
-                    return Path(whl), name
-    return None
+def _aarch64_wheel_so() -> tuple[Path, str]:
+    """An extension module of numpy's aarch64 wheel (this numpy's version), downloaded from PyPI
+    once into the test cache."""
+    wheels = sorted(TEST_CACHE.glob(f"numpy-{numpy.__version__}-*aarch64*.whl"))
+    if not wheels:
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
+             "--platform", "manylinux_2_28_aarch64", "--platform", "manylinux2014_aarch64",
+             "--python-version",
+             f"{sys.version_info.major}.{sys.version_info.minor}",
+             f"numpy=={numpy.__version__}", "-d", str(TEST_CACHE)],
+            check=True,
+        )  # fmt: skip
+        wheels = sorted(TEST_CACHE.glob(f"numpy-{numpy.__version__}-*aarch64*.whl"))
+    assert wheels, f"pip downloaded no aarch64 numpy wheel into {TEST_CACHE}"
+    with zipfile.ZipFile(wheels[0]) as zf:
+        name = next(n for n in zf.namelist() if "_multiarray_umath" in n and n.endswith(".so"))
+    return wheels[0], name
 
 
-def test_aarch64_extension_from_a_cached_wheel():
-    found = _aarch64_wheel_so()
-    if found is None:
-        pytest.skip("no aarch64 wheel in the cache (build the example once)")
-    whl, name = found
+def test_aarch64_extension_from_numpys_wheel():
+    whl, name = _aarch64_wheel_so()
     with WheelZip(whl) as zf, zf.open(name) as member:
         info = read_elf(member, name)
     assert info.arch == "aarch64" and info.bits == 64 and info.little_endian
