@@ -13,7 +13,6 @@ import contextlib
 import fnmatch
 import hashlib
 import json
-import lzma
 import posixpath
 import tarfile
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ from dataclasses import dataclass, field
 from ..cachedir import default_cache_dir
 from ..errors import InvalidInput
 from ..fsutil import atomic_write
-from ..oci.image import Image, open_layer_tar
+from ..oci.image import Image, visit_layer_members
 from ..oci.layer import image_path
 
 TRIPLETS = {"amd64": "x86_64-linux-gnu", "arm64": "aarch64-linux-gnu", "arm": "arm-linux-gnueabihf"}
@@ -88,32 +87,26 @@ def _ld_conf(path: str) -> bool:
 def scan(image: Image) -> BaseFiles:
     """One streaming pass over the layers' tar headers."""
     found = BaseFiles()
-    for desc in image.layers:
-        stream, raw = open_layer_tar(image, desc)
-        try:
-            with tarfile.open(fileobj=stream, mode="r|") as tar:
-                for ti in tar:
-                    path = image_path(ti.name) if ti.name.strip("./") else ""
-                    if not path:
-                        continue
-                    head, _, base = path.rpartition("/")
-                    if base.startswith(".wh."):
-                        _whiteout(found, head, base)
-                        continue
-                    found.files.discard(path)
-                    found.links.pop(path, None)
-                    if ti.issym():
-                        found.links[path] = ti.linkname
-                    elif ti.isreg() or ti.islnk():
-                        found.files.add(path)
-                        if _ld_conf(path) and ti.isreg() and ti.size < (1 << 20):
-                            f = tar.extractfile(ti)
-                            found.ld_conf[path] = f.read().decode("utf-8", errors="replace")
-        except (tarfile.TarError, OSError, EOFError, lzma.LZMAError, ValueError) as e:
-            raise InvalidInput(f"layer {desc.digest} of the base cannot be read: {e}") from None
-        finally:
-            with contextlib.suppress(Exception):
-                raw.close()
+
+    def visit(_desc, tar: tarfile.TarFile, ti: tarfile.TarInfo) -> None:
+        path = image_path(ti.name) if ti.name.strip("./") else ""
+        if not path:
+            return
+        head, _, base = path.rpartition("/")
+        if base.startswith(".wh."):
+            _whiteout(found, head, base)
+            return
+        found.files.discard(path)
+        found.links.pop(path, None)
+        if ti.issym():
+            found.links[path] = ti.linkname
+        elif ti.isreg() or ti.islnk():
+            found.files.add(path)
+            if _ld_conf(path) and ti.isreg() and ti.size < (1 << 20):
+                f = tar.extractfile(ti)
+                found.ld_conf[path] = f.read().decode("utf-8", errors="replace")
+
+    visit_layer_members(image, visit, "the base")
     return found
 
 

@@ -7,14 +7,12 @@ tells, the error says how to declare it.
 
 from __future__ import annotations
 
-import contextlib
-import lzma
 import re
 import tarfile
 from dataclasses import dataclass, field
 
-from ..errors import InvalidInput, NotFound
-from ..oci.image import Image, open_layer_tar
+from ..errors import NotFound
+from ..oci.image import Image, visit_layer_members
 from ..oci.layer import image_path
 from .debian import upstream_version
 
@@ -104,42 +102,35 @@ def _interesting(path: str) -> str:
 def _scan_layers(image: Image) -> _Found:
     """One streaming pass over the layers, keeping only the few files that say what Python is there."""
     found = _Found()
-    for desc in image.layers:
-        stream, raw = open_layer_tar(image, desc)
-        try:
-            with tarfile.open(fileobj=stream, mode="r|") as tar:
-                for ti in tar:
-                    path = image_path(ti.name)
-                    head, _, base = path.rpartition("/")
-                    if base.startswith(".wh."):
-                        hidden = (head + "/" if head else "") + base[4:]
-                        for table in (found.files, found.texts, found.glibc_version):
-                            for k in [
-                                k
-                                for k in table
-                                if k == hidden
-                                or k.startswith(hidden + "/")
-                                or base == ".wh..wh..opq"
-                                and k.startswith(head + "/")
-                            ]:
-                                del table[k]
-                        continue
-                    kind = _interesting(path)
-                    if not kind:
-                        continue
-                    found.files[path] = ti
-                    if kind == "libc" and ti.isreg():
-                        v = _glibc_version_of(tar.extractfile(ti))
-                        if v:
-                            found.glibc_version[path] = v
-                    elif kind == "text" and ti.isreg() and ti.size < (64 << 20):
-                        f = tar.extractfile(ti)
-                        found.texts[path] = _python_lines(f)
-        except (tarfile.TarError, OSError, EOFError, lzma.LZMAError) as e:
-            raise InvalidInput(f"layer {desc.digest} of the base cannot be read: {e}") from None
-        finally:
-            with contextlib.suppress(Exception):
-                raw.close()
+
+    def visit(_desc, tar: tarfile.TarFile, ti: tarfile.TarInfo) -> None:
+        path = image_path(ti.name)
+        head, _, base = path.rpartition("/")
+        if base.startswith(".wh."):
+            hidden = (head + "/" if head else "") + base[4:]
+            for table in (found.files, found.texts, found.glibc_version):
+                for k in [
+                    k
+                    for k in table
+                    if k == hidden
+                    or k.startswith(hidden + "/")
+                    or base == ".wh..wh..opq"
+                    and k.startswith(head + "/")
+                ]:
+                    del table[k]
+            return
+        kind = _interesting(path)
+        if not kind:
+            return
+        found.files[path] = ti
+        if kind == "libc" and ti.isreg():
+            v = _glibc_version_of(tar.extractfile(ti))
+            if v:
+                found.glibc_version[path] = v
+        elif kind == "text" and ti.isreg() and ti.size < (64 << 20):
+            found.texts[path] = _python_lines(tar.extractfile(ti))
+
+    visit_layer_members(image, visit, "the base")
     return found
 
 

@@ -11,14 +11,17 @@ layers at all (only its manifest and config).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import lzma
+import tarfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import BinaryIO, Protocol, runtime_checkable
 
-from ..errors import DigestMismatch, InvalidInput, NotFound
+from ..errors import DigestMismatch, InvalidInput, NotFound, OciforgeError
 from . import mediatypes as mt
 from .digest import of_bytes
 from .layer import Layer, decompressor, source_date_epoch
@@ -542,3 +545,26 @@ def open_layer_tar(image: Image, desc: Descriptor) -> tuple[BinaryIO, BinaryIO]:
     both)."""
     raw = image.open_layer(desc)
     return decompressor(raw, desc.media_type), raw
+
+
+def visit_layer_members(
+    image: Image,
+    visit: Callable[[Descriptor, tarfile.TarFile, tarfile.TarInfo], None],
+    what: str = "the image",
+) -> None:
+    """Call ``visit`` on every member of every layer, lowest layer first, in one streaming pass
+    (a member's content can be read with ``tar.extractfile`` inside ``visit``). A layer that
+    cannot be read, its members' contents included, is :class:`InvalidInput` naming it."""
+    for desc in image.layers:
+        stream, raw = open_layer_tar(image, desc)
+        try:
+            with tarfile.open(fileobj=stream, mode="r|") as tar:
+                for ti in tar:
+                    visit(desc, tar, ti)
+        except OciforgeError:
+            raise
+        except (tarfile.TarError, OSError, EOFError, lzma.LZMAError, ValueError) as e:
+            raise InvalidInput(f"layer {desc.digest} of {what} cannot be read: {e}") from None
+        finally:
+            with contextlib.suppress(Exception):
+                raw.close()

@@ -16,7 +16,7 @@ from typing import Any, BinaryIO
 from ..cachedir import default_cache_dir
 from ..errors import InvalidInput, NotFound
 from ..oci.blobstore import BlobStore
-from ..oci.image import Image, ImageIndex, from_raw
+from ..oci.image import Image, ImageIndex, load
 from ..oci.manifest import Descriptor, Index
 from ..oci.reference import Reference
 from ..oci.reference import parse as parse_ref
@@ -110,9 +110,9 @@ class Place:
                 src = LayoutSource(self.path)
                 if not src.has(identifier):
                     raise NotFound(f"no manifest {identifier} in the OCI layout {self.path}")
-                with src.open_blob(_probe(identifier)) as f:
-                    raw = f.read()
-                return from_raw(raw, src)
+                # sized from the file, so load() reads no more than it and checks the digest
+                size = src.path(identifier).stat().st_size
+                return load(src, Descriptor("", identifier, size))
             return read_layout(self.path, identifier)
         return remote.pull(self.spec(identifier), **self.opts)
 

@@ -49,7 +49,9 @@ def header_length(value: str | None, body_size: int) -> int | None:
     return n
 
 
-def _bytes_elements(chunk: memoryview, count: int, where: str) -> list[bytes]:
+def bytes_elements(chunk: memoryview, count: int, where: str) -> list[bytes]:
+    """``count`` BYTES elements, each a 4-byte little-endian length and its bytes (the HTTP
+    binary extension and gRPC's raw contents share the form)."""
     out = []
     offset, size = 0, len(chunk)
     while offset < size:
@@ -106,7 +108,7 @@ def decode_inputs(body: Any, blob: memoryview) -> dict[int, Any]:
         offset += size
         if datatype == "BYTES":
             arr = np.empty(count, dtype=object)
-            arr[:] = _bytes_elements(chunk, count, where)
+            arr[:] = bytes_elements(chunk, count, where)
             arrays[i] = arr.reshape(shape)
             continue
         dtype = LITTLE_ENDIAN.get(datatype) if isinstance(datatype, str) else None
@@ -144,7 +146,7 @@ def wanted(body: Any) -> dict[str, bool] | bool:
 
 
 def encode(arr: Any, datatype: str) -> bytes:
-    """An output array -> its binary form."""
+    """An output array -> its binary form (also gRPC's ``raw_output_contents``)."""
     import numpy as np
 
     if datatype == "BYTES":

@@ -35,13 +35,12 @@ generic handler below, so no grpcio-tools and no protoc run in the image.
 from __future__ import annotations
 
 import math
-import struct
 import threading
 import time
 from concurrent import futures
 from typing import Any
 
-from . import __version__, codec, logs
+from . import __version__, binary, codec, logs
 from .config import Settings
 from .errors import BadInput, ModelError, NotFound, RuntimeHTTPError
 from .predictor import Predictor
@@ -97,23 +96,8 @@ def decode_raw(datatype: str, shape: list[int], raw: bytes, where: str) -> Any:
     np = codec._np()
     count = math.prod(shape)
     if datatype == "BYTES":
-        items: list[bytes] = []
-        view = memoryview(raw)
-        offset, end = 0, len(raw)
-        while offset < end:
-            if offset + 4 > end or len(items) >= count:
-                raise BadInput(
-                    f"{where}: BYTES raw content does not hold {count} length-prefixed "
-                    "elements (each a 4-byte little-endian length, then its bytes)"
-                )
-            (length,) = struct.unpack_from("<I", raw, offset)
-            offset += 4
-            if offset + length > end:
-                raise BadInput(f"{where}: BYTES raw content is cut off inside an element")
-            items.append(bytes(view[offset : offset + length]))
-            offset += length
-        arr = np.empty(len(items), dtype=object)
-        arr[:] = items
+        arr = np.empty(count, dtype=object)
+        arr[:] = binary.bytes_elements(memoryview(raw), count, f"{where}: raw content")
     else:
         dtype = np.dtype(codec.V2_TO_NUMPY[datatype]).newbyteorder("<")
         if len(raw) != count * dtype.itemsize:
@@ -188,17 +172,8 @@ def decode_request(request: Any, card: dict[str, Any]) -> tuple[Any, list[str] |
 
 def encode_raw(arr: Any, datatype: str, name: str) -> bytes:
     """A numpy array -> ``raw_output_contents`` bytes (little-endian; BYTES length-prefixed)."""
-    np = codec._np()
     try:
-        if datatype == "BYTES":
-            parts = []
-            for v in arr.ravel().tolist():
-                b = v if isinstance(v, bytes) else str(v).encode("utf-8")
-                parts.append(struct.pack("<I", len(b)))
-                parts.append(b)
-            return b"".join(parts)
-        dtype = np.dtype(codec.V2_TO_NUMPY[datatype]).newbyteorder("<")
-        return np.ascontiguousarray(arr.astype(dtype, copy=False)).tobytes()
+        return binary.encode(arr, datatype)
     except (TypeError, ValueError, OverflowError) as exc:
         raise ModelError(
             f"output '{name}' cannot be encoded as {datatype}: {exc}",

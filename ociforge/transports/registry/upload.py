@@ -24,9 +24,10 @@ session whose chunk was cut, so a flaky link can cost whole restarts, but never 
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -277,7 +278,7 @@ class Uploader:
             files.append(_open_at(opener, offset))
             return _Body(files[-1], n, count)
 
-        try:
+        with _restart_on_refusal(files):
             resp = self.client.request(
                 "PATCH",
                 loc,
@@ -291,13 +292,6 @@ class Uploader:
                 },
                 body=body,
             )
-        except RegistryError as e:
-            if _refusal(e):
-                raise _Restart(str(e)) from None
-            raise
-        finally:
-            for f in files:
-                f.close()
         resp.close()
         if resp.status_code == 416:
             raise _Restart(f"{self.client.registry} refused the range {offset}-{offset + n - 1}")
@@ -320,19 +314,27 @@ class Uploader:
                 files.append(_open_at(opener, 0))
                 return _Body(files[-1], desc.size, count)
 
-        try:
+        with _restart_on_refusal(files):
             resp = self.client.request(
                 "PUT", url, what=what, retry=False, ok=(201, 204), headers=headers, body=body
             )
             resp.close()
-        except RegistryError as e:
-            if _refusal(e):
-                raise _Restart(str(e)) from None
-            raise
-        finally:
-            for f in files:
-                f.close()
 
 
 class _Restart(Exception):
     """The registry refused the session's bytes or range: start the blob in a fresh session."""
+
+
+@contextlib.contextmanager
+def _restart_on_refusal(files: list[BinaryIO]) -> Iterator[None]:
+    """Around one request of an upload session: a refusal of its bytes or range becomes
+    :class:`_Restart`; the files the request's body opened are closed either way."""
+    try:
+        yield
+    except RegistryError as e:
+        if _refusal(e):
+            raise _Restart(str(e)) from None
+        raise
+    finally:
+        for f in files:
+            f.close()
