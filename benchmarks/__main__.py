@@ -1,7 +1,8 @@
-"""One command prints the performance table: ociforge against the Dockerfile way (buildah), the
-tools users would pick instead (skopeo, a bare Flask app) and the machine's limit (tar | zstd/gzip).
+"""One command prints the performance table: ociforge against the Dockerfile way (buildah, with
+pip and with uv), the tools users would pick instead (skopeo, a bare Flask app, MLServer) and the
+machine's limit (tar | zstd/gzip).
 
-    python -m benchmarks [--quick] [--json] [--out FILE.json] [--runs N] [--keep]
+    python -m benchmarks [--quick] [--json] [--out FILE.json] [--runs N] [--keep] [--big]
     benchmarks/run [same options]
 
 Everything the table needs is installed or built by the run (Debian packages when missing, the
@@ -21,7 +22,18 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import bases, builds, images, layerwrite, machine, prereqs, push, startup
+from . import (
+    bases,
+    builds,
+    images,
+    layerwrite,
+    machine,
+    mlserver_bench,
+    prereqs,
+    protocols,
+    push,
+    startup,
+)
 from .imagerun import Rootfs
 from .stats import Row, markdown
 
@@ -78,13 +90,37 @@ def measure(work: Path, opts: dict, log: Log) -> tuple[list[Row], dict]:
     log("push (6)")
     push_rows = push.rows(built.multi_image, "iris", opts["push_rounds"], work / "push")
 
-    rows += layer_rows + push_rows + size_rows + start_rows + serve_rows
+    log("MLServer peer (13): the example image with grpc=True")
+    st = builds.ForgeState(built.state.cache, built.state.uv, work / "forge-grpc")
+    rep = builds.forge(st, builds.AMD64, "gzip", built.model_variant, ("--grpc",))
+    files = builds.model_files_from_layout(st.out, builds.model_layer(rep))
+    grpc_root = Rootfs(images.open_image(st.out, "iris"), work / "rootfs-grpc")
+    peer_rows = mlserver_bench.run(
+        grpc_root, files, work / "mlserver", opts["start_runs"], opts["serve_s"],
+        opts["serve_bursts"], log,
+    )  # fmt: skip
+
+    proto_rows = protocols.rows(opts["runs"] == 1, log)
+
+    rows += layer_rows + push_rows + size_rows + start_rows + serve_rows + peer_rows + proto_rows
+    if opts.get("big"):
+        from . import big_image
+
+        log("big CUDA image (14, opt-in)")
+        rows += big_image.run(work / "big", b, log)
     if opts.get("weights_gib"):
         from . import weights_bench
 
         log(f"weights modelcar, {opts['weights_gib']:g} GiB (10, opt-in)")
         rows += weights_bench.rows(work / "weights", opts["weights_gib"], 1, log)
-    return sorted(rows, key=lambda r: int(r.case.split(".")[0])), info
+    return sorted(rows, key=row_number), info
+
+
+def row_number(row) -> tuple[int, str]:
+    """Sort key: the case's number ("2b." after "2.")."""
+    num = row.case.split(".")[0]
+    digits = "".join(c for c in num if c.isdigit())
+    return int(digits), num[len(digits) :]
 
 
 def ours_workers() -> int:
@@ -96,11 +132,20 @@ def ours_workers() -> int:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="one run of each (within 5 minutes)")
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="one run of each, every row but the big image (about 6 minutes)",
+    )
     ap.add_argument("--json", action="store_true", help="print JSON instead of markdown")
     ap.add_argument("--out", type=Path, help="also write the JSON here")
     ap.add_argument("--runs", type=int, help="build runs (default 3, --quick 1)")
     ap.add_argument("--keep", action="store_true", help="keep the work folder (images, caches)")
+    ap.add_argument(
+        "--big",
+        action="store_true",
+        help="also row 14: torch with CUDA for amd64 + arm64 (downloads ~10 GB, needs ~35 GB disk)",
+    )
     ap.add_argument(
         "--weights",
         type=float,
@@ -113,6 +158,7 @@ def main(argv=None) -> int:
         opts["runs"] = args.runs
     if args.weights:
         opts["weights_gib"] = args.weights
+    opts["big"] = args.big
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "runtimes"))
 
     log = Log()

@@ -45,6 +45,8 @@ class Bases:
     seed: Path  # an OCIFORGE_CACHE holding the built ociforge base (and its .deb downloads)
     dockerfile_base: Path  # OCI layout, tag "base": the Dockerfile's FROM (amd64 + arm64)
     pip_version: str
+    uv_base: Path | None = None  # the same plus uv in /usr/local/bin (the uv Dockerfile's FROM)
+    uv_version: str = ""
 
 
 def _with_cache(cache: Path):
@@ -181,14 +183,77 @@ def build_dockerfile_base(home: Path, seed: Path) -> tuple[Path, str]:
     return out, version
 
 
+UV_WHEEL_TAGS = {"linux/amd64": "manylinux_2_17_x86_64", "linux/arm64": "manylinux_2_17_aarch64"}
+
+
+def _uv_wheels(home: Path) -> dict[str, Path]:
+    """The uv wheel (a static binary) for each platform, the version this ociforge runs with
+    (downloaded once per machine)."""
+    import importlib.metadata as md
+
+    version = md.version("uv")
+    d = home / "uv-wheels" / version
+    out = {}
+    for plat, tag in UV_WHEEL_TAGS.items():
+        have = sorted(d.glob(f"uv-{version}-*{tag.split('_', 3)[-1]}*.whl"))
+        if not have:
+            d.mkdir(parents=True, exist_ok=True)
+            subprocess.run(
+                [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:"]
+                + ["--disable-pip-version-check", "--platform", tag, "-d", str(d)]
+                + [f"uv=={version}"],
+                check=True,
+            )
+            have = sorted(d.glob(f"uv-{version}-*{tag.split('_', 3)[-1]}*.whl"))
+        out[plat] = have[-1]
+    return out
+
+
+def build_uv_base(home: Path, seed: Path, dockerfile_base: Path) -> tuple[Path, str]:
+    """The uv Dockerfile's base: the Dockerfile base plus the uv binary in ``/usr/local/bin``,
+    what ``COPY --from=ghcr.io/astral-sh/uv /uv /usr/local/bin/`` gives (no registry but PyPI is
+    reachable here, so it comes from uv's wheel). Built once, never timed: getting uv costs the
+    Dockerfile nothing in any row."""
+    import importlib.metadata as md
+
+    version = md.version("uv")
+    out = home / f"dockerfile-base-uv-{version}"
+    if (out / "index.json").is_file():
+        return out, version
+    wheels = _uv_wheels(home)
+    store = BlobStore(seed)
+    images = []
+    index = read_layout(dockerfile_base, "base")
+    with _with_cache(seed):
+        for plat in PLATFORMS:
+            img = index.select(plat)
+            target = dataclasses.replace(
+                debian_target(plat), site_packages=DF_SITE, bin_dir="/usr/local/bin",
+                prefix="/usr/local",
+            )  # fmt: skip
+            layer = write_layer(
+                install_entries(wheels[plat], target, bytecode=False), store, "gzip"
+            )
+            images.append(
+                append(img, [layer], store_source(store), history=[f"uv {version}"], store=store)
+            )
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    write_layout(make_index(images), tmp, "base")
+    tmp.rename(out)
+    return out, version
+
+
 def ensure(home: Path | None = None) -> Bases:
-    """Both bases, built if missing."""
+    """The bases, built if missing."""
     home = home or bench_home()
     home.mkdir(parents=True, exist_ok=True)
     seed = build_seed(home)
     df, pip_version = build_dockerfile_base(home, seed)
     read_layout(df, "base")  # readable, or fail here rather than in a timed step
-    return Bases(seed=seed, dockerfile_base=df, pip_version=pip_version)
+    uvb, uv_version = build_uv_base(home, seed, df)
+    read_layout(uvb, "base")
+    return Bases(seed, df, pip_version, uvb, uv_version)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import uvbuilds
 from .bases import Bases, seed_cache
 from .dockerfile import Buildah, model_files_from_layout, set_model, write_context
 from .stats import Row, Sample
@@ -62,11 +63,18 @@ def fresh_state(work: Path, name: str, bases: Bases) -> ForgeState:
     return state
 
 
-def forge(state: ForgeState, platforms: list[str], compression: str = "gzip", variant: int = 0):
-    """One ociforge build in its own process; returns its report (build_s, peak_kib, ...)."""
+def forge(
+    state: ForgeState,
+    platforms: list[str],
+    compression: str = "gzip",
+    variant: int = 0,
+    more: tuple[str, ...] = (),
+):
+    """One ociforge build in its own process; returns its report (build_s, peak_kib, ...).
+    ``more``: further ``forge_build`` options (``--add six``, ``--grpc``)."""
     cmd = [sys.executable, "-m", "benchmarks.forge_build", "--to", f"oci:{state.out}:iris"]
     cmd += [a for p in platforms for a in ("--platform", p)]
-    cmd += ["--compression", compression, "--variant", str(variant)]
+    cmd += ["--compression", compression, "--variant", str(variant), *more]
     proc = subprocess.run(cmd, cwd=ROOT, env=pypi_env(state), capture_output=True, text=True)
     if proc.returncode:
         raise RuntimeError(f"ociforge build failed: {proc.stderr[-3000:]}")
@@ -93,6 +101,8 @@ class BuildResults:
     multi_image: Path  # ociforge amd64+arm64 gzip layout (tag iris)
     dockerfile_image: Path  # buildah's image, gzip, OCI layout (tag latest)
     model_variant: int  # the variant both images now hold
+    model_files: dict = field(default_factory=dict)  # that model's package (model.pkl, ...)
+    state: ForgeState | None = None  # the amd64 gzip builds' caches (warm)
 
 
 def run(work: Path, bases: Bases, runs: int, log, zstd: bool = True) -> BuildResults:
@@ -102,9 +112,11 @@ def run(work: Path, bases: Bases, runs: int, log, zstd: bool = True) -> BuildRes
     bud, push_g, push_z = [], [], []
     g = z = m = None
     buildah: Buildah | None = None
-    ctx = work / "context"
+    ctx, ctx_uv = work / "context", work / "context-uv"
+    uv = uvbuilds.UvRuns()
+    sides = ("forge", "buildah", "uv")
     for i in range(runs):
-        order = ("forge", "buildah") if i % 2 == 0 else ("buildah", "forge")
+        order = sides[i % 3 :] + sides[: i % 3]  # each side first in turn
         for side in order:
             if side == "forge":
                 g = fresh_state(work, "forge-gzip", bases)
@@ -117,13 +129,17 @@ def run(work: Path, bases: Bases, runs: int, log, zstd: bool = True) -> BuildRes
                 m = fresh_state(work, "forge-multi", bases)
                 cold["multi"].append(forge(m, BOTH, "gzip"))
                 log(f"cold ociforge amd64+arm64: {m.last['build_s']:.1f}s")
+                continue
+            if g is None:  # the contexts need the pins and model of an ociforge build
+                g = fresh_state(work, "forge-gzip", bases)
+                cold["gzip"].append(forge(g, AMD64, "gzip"))
+            if not ctx.is_dir():
+                files = model_files_from_layout(g.out, model_layer(g.last))
+                write_context(ctx, g.last["pins"], files)
+                write_context(ctx_uv, g.last["pins"], files, "uv")
+            if side == "uv":
+                uvbuilds.cold_and_warm(work, bases.uv_base, ctx_uv, i, zstd, uv, log)
             else:
-                if g is None:  # the context needs the pins and model of an ociforge build
-                    g = fresh_state(work, "forge-gzip", bases)
-                    cold["gzip"].append(forge(g, AMD64, "gzip"))
-                if not ctx.is_dir():
-                    files = model_files_from_layout(g.out, model_layer(g.last))
-                    write_context(ctx, g.last["pins"], files)
                 if buildah is not None:
                     buildah.remove()
                 buildah = Buildah(work / "buildah")
@@ -171,6 +187,9 @@ def run(work: Path, bases: Bases, runs: int, log, zstd: bool = True) -> BuildRes
         a["digest"] == b["digest"] for a, b in zip(r["one"], r["one_same"], strict=True)
     )
     buildah.remove()
+    model_now = model_files_from_layout(g.out, model_layer(r["one"][-1]))
+    set_model(ctx_uv, model_now)
+    added = added_dependency(work, bases, g, ctx_uv, uv, variant, runs, log)
 
     bud_s = [b.seconds for b in bud]
     gz = Sample(
@@ -192,54 +211,60 @@ def run(work: Path, bases: Bases, runs: int, log, zstd: bool = True) -> BuildRes
         Row(
             "1. cold build, amd64, gzip layers",
             _sample(cold["gzip"]),
-            "buildah bud + push (gzip) to an OCI layout",
+            "pip Dockerfile: buildah bud + push (gzip) to an OCI layout",
             gz,
             "<= 0.33x",
             1 / 3,
             note=bud_note,
             extra={"process_s": [x["process_s"] for x in cold["gzip"]]},
+            baseline_kind="pip Dockerfile",
         ),
         Row(
             "1. cold build, amd64, zstd layers",
             _sample(cold["zstd"]) if zstd else Sample([]),
-            "buildah bud + push (zstd) to an OCI layout",
+            "pip Dockerfile: buildah bud + push (zstd) to an OCI layout",
             zs,
             "<= 0.20x",
             0.2,
             note=bud_note,
             extra={"process_s": [x["process_s"] for x in cold["zstd"]]},
+            baseline_kind="pip Dockerfile",
         ),
         Row(
             "2. model-only rebuild, amd64",
             _sample(r["one"]),
-            "buildah bud, layer cache (amd64)",
+            "pip Dockerfile: buildah bud, layer cache (amd64)",
             _bsample(b_model),
             note=f"buildah + push to the layout {_bsample(b_push).cell()}" if b_push else "",
+            baseline_kind="pip Dockerfile",
         ),
         Row(
             "2. model-only rebuild, amd64 + arm64",
             _sample(r["multi"]),
-            "buildah bud, layer cache (amd64 only)",
+            "pip Dockerfile: buildah bud, layer cache (amd64 only)",
             _bsample(b_model),
             "<= 0.6x",
             0.6,
+            baseline_kind="pip Dockerfile",
         ),
         Row(
             "3. nothing-changed rebuild, amd64",
             _sample(r["one_same"]),
-            "buildah bud, layer cache (amd64)",
+            "pip Dockerfile: buildah bud, layer cache (amd64)",
             _bsample(b_same),
             "<= 1.0x",
             1.0,
             note="same digest" if same_digest else "digest changed",
+            baseline_kind="pip Dockerfile",
         ),
         Row(
             "3. nothing-changed rebuild, amd64 + arm64",
             _sample(r["multi_same"]),
-            "buildah bud, layer cache (amd64 only)",
+            "pip Dockerfile: buildah bud, layer cache (amd64 only)",
             _bsample(b_same),
             "<= 1.0x",
             1.0,
+            baseline_kind="pip Dockerfile",
         ),
         Row(
             "4. multi-arch cold build (amd64 + arm64)",
@@ -250,16 +275,70 @@ def run(work: Path, bases: Bases, runs: int, log, zstd: bool = True) -> BuildRes
             2.0,
             note="buildah --platform linux/arm64: "
             + ("built" if arm_ok else f"fails ({arm_said}; no binfmt handler)"),
+            baseline_kind="ociforge",
         ),
         Row(
             "4. multi-arch model-only rebuild",
             _sample(r["multi"]),
             "ociforge single-arch model-only rebuild",
             _sample(r["one"]),
+            baseline_kind="ociforge",
         ),
     ]
     rows = [row for row in rows if row.baseline is not None]
-    return BuildResults(rows, g.out, m.out, work / "buildah-gzip", variant)
+    rows += uvbuilds.rows(uv, _sample(cold["gzip"]), _sample(cold["zstd"]) if zstd else None, added)
+    if uv.cache is not None:
+        shutil.rmtree(uv.cache, ignore_errors=True)
+    return BuildResults(rows, g.out, m.out, work / "buildah-gzip", variant, model_now, g)
+
+
+def added_dependency(
+    work: Path, bases: Bases, g: ForgeState, ctx_uv: Path, uv, variant: int, runs: int, log
+) -> dict:
+    """Row 2b, both sides: each run from a hard-linked copy of the caches as they were before
+    ``six`` (so ``six`` is new every time), alternating which side goes first; then ociforge's
+    image before and after, pushed to a fresh loopback registry (the second push's bytes)."""
+    from ociforge.oci.image import walk_manifests
+    from ociforge.transports.layout import read_layout
+    from ociforge.transports.registry import remote as registry
+    from tests.support.registry import RegistryServer
+
+    pins = list(g.last["pins"])
+    before = g.last
+    ours = []
+    after = None
+    for j in range(runs):
+        for side in ("forge", "uv") if j % 2 == 0 else ("uv", "forge"):
+            if side == "uv":
+                uvbuilds.added_dependency(work, bases.uv_base, ctx_uv, pins, uv, j)
+                log(f"added {uvbuilds.ADDED}: uv Dockerfile {uv.added_bud[-1].seconds:.2f}s")
+                continue
+            d = work / "forge-added"
+            shutil.rmtree(d, ignore_errors=True)
+            st = ForgeState(
+                uvbuilds.hardlink_copy(g.cache, d / "cache"),
+                uvbuilds.hardlink_copy(g.uv, d / "uv"),
+                d / "out",
+            )
+            after = forge(st, AMD64, "gzip", variant, ("--add", uvbuilds.ADDED))
+            ours.append(after)
+            log(f"added {uvbuilds.ADDED}: ociforge {after['build_s']:.2f}s")
+    assert after is not None
+    old = {x["digest"] for x in before["layers"]["linux/amd64"]}
+    new = [x for x in after["layers"]["linux/amd64"] if x["digest"] not in old]
+    layer = sum(x["size"] for x in new if uvbuilds.ADDED in x["what"])
+    with RegistryServer(work / "added-registry", mode="http") as reg:
+        registry.push(read_layout(g.out, "iris"), reg.ref("bench/iris:before"))
+        img = read_layout(work / "forge-added" / "out", "iris")
+        pushed = registry.push(img, reg.ref("bench/iris:after")).bytes_uploaded
+        pushed += sum(len(raw) for _d, raw in walk_manifests(img))  # all new: blobs + manifests
+    shutil.rmtree(work / "forge-added", ignore_errors=True)
+    return {
+        "ours": _sample(ours),
+        "pushed": pushed,
+        "layer_bytes": layer,
+        "new_layers": ", ".join(f"{x['what']} ({x['size'] / 1024:.1f} KiB)" for x in new),
+    }
 
 
 def _buildah_arm64(work: Path, bases: Bases, ctx: Path) -> tuple[bool, str]:

@@ -1,13 +1,17 @@
 """One ociforge build of the bundled iris model, in a process of its own, reported as JSON.
 
     python -m benchmarks.forge_build --to oci:DIR:TAG [--platform P ...] [--compression gzip]
-        [--variant N]
+        [--variant N] [--add REQ ...] [--grpc] [--torch]
 
 Run in a fresh process so its peak memory (``VmHWM``) is the build's own and the caches it sees
 are the ones the caller chose (``OCIFORGE_CACHE``, ``UV_CACHE_DIR``). ``--variant`` refits the
 model with another regularization strength: a different ``model.pkl`` and nothing else, which is
 the "model-only change" of the rebuild rows. The time reported is the ``ociforge.build`` call (the
 model is trained before, as in a user's training script); the whole process is reported too.
+``--add six`` builds the same model with one more requirement (the "added one dependency" row:
+the model's ``auto`` requirements, then ``six``); ``--grpc`` builds the image with gRPC served
+too; ``--torch`` builds the big CUDA image's model instead (a function of ``torch``, requirements
+``torch``, ``--variant`` changing a constant in it: the model-only change).
 """
 
 from __future__ import annotations
@@ -34,6 +38,30 @@ def make_model(variant: int):
     return predict
 
 
+def torch_model(variant: int):
+    """The big image's model: a small function of torch; ``variant`` changes its scale only."""
+    scale = 2.0 + variant
+
+    def predict(rows):
+        import importlib  # torch is the image's, never this machine's (not a benchmark dependency)
+
+        torch = importlib.import_module("torch")
+        return (torch.as_tensor(rows, dtype=torch.float32) * scale).tolist()
+
+    return predict
+
+
+def requirements_for(model, add: list[str]) -> list[str] | str:
+    """``"auto"``, or (with ``add``) the very pins ``"auto"`` gives, plus ``add``."""
+    if not add:
+        return "auto"
+    from ociforge.model.imports import auto_requirements
+    from ociforge.model.package import package_model
+
+    pkl = package_model(model, None, {"name": "iris", "version": "1.0.0"}, {})["model.pkl"]
+    return auto_requirements(pkl)[0] + list(add)
+
+
 def peak_kib() -> int:
     """This process's peak resident memory (``VmHWM``: unlike ru_maxrss, not inherited)."""
     with open("/proc/self/status") as f:
@@ -49,22 +77,30 @@ def main(argv=None) -> int:
     ap.add_argument("--platform", action="append", default=[])
     ap.add_argument("--compression", default="gzip", choices=("gzip", "zstd", "none"))
     ap.add_argument("--variant", type=int, default=0)
+    ap.add_argument("--add", action="append", default=[], help="one more requirement")
+    ap.add_argument("--grpc", action="store_true")
+    ap.add_argument("--torch", action="store_true")
     args = ap.parse_args(argv)
 
     import ociforge
     from ociforge.examples import iris
 
-    model = make_model(args.variant)
+    if args.torch:
+        model, reqs, name, meta = torch_model(args.variant), ["torch", *args.add], "big", {}
+    else:
+        model = make_model(args.variant)
+        reqs, name, meta = requirements_for(model, args.add), "iris", iris.METADATA
     t0 = time.perf_counter()
     result = ociforge.build(
         model,
         platforms=args.platform or ["linux/amd64"],
-        requirements="auto",
+        requirements=reqs,
         to=args.to,
-        name="iris",
+        name=name,
         version="1.0.0",
-        metadata=iris.METADATA,
+        metadata=meta,
         compression=args.compression,
+        grpc=args.grpc,
     )
     build_s = time.perf_counter() - t0
     first = next(iter(result.locks.values()))

@@ -56,16 +56,17 @@ def rows(ours: Image, theirs: Image) -> list[Row]:
         Row(
             "7. image size, compressed (gzip)",
             Sample([oc / mb], "MB"),
-            "Dockerfile-built image (buildah, gzip)",
+            "pip Dockerfile-built image (buildah, gzip)",
             Sample([tc / mb], "MB"),
-            "<= 0.7x",
-            0.7,
-            note=f"{len(ours.layers)} vs {len(theirs.layers)} layers",
+            note=f"{len(ours.layers)} vs {len(theirs.layers)} layers; the 0.7x target is retired "
+            "(#23): with the same wheels installed whole the ceiling is 0.72x",
+            baseline_kind="pip Dockerfile",
         ),
         Row(
             "7. image size, uncompressed",
             Sample([ou / mb], "MB"),
-            "Dockerfile-built image",
+            "pip Dockerfile-built image",
             Sample([tu / mb], "MB"),
+            baseline_kind="pip Dockerfile",
         ),
     ]

@@ -56,6 +56,7 @@ def rows(tree: Path, runs: int) -> list[Row]:
                 target,
                 limit,
                 note=f"{size / min(mine) / 1e6:.0f} MB/s",
+                baseline_kind="tool",
             )
         )
     return out

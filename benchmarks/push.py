@@ -23,6 +23,7 @@ def rows(layout: Path, tag: str, rounds: int, workdir: Path) -> list[Row]:
             "<= 1.0x",
             1.0,
             note=f"{sent['ociforge'] / 1e6:.0f} MB sent",
+            baseline_kind="tool",
         ),
         Row(
             "6. re-push unchanged",
@@ -33,5 +34,6 @@ def rows(layout: Path, tag: str, rounds: int, workdir: Path) -> list[Row]:
             1.0,
             note=f"{sent['ociforge again']} blob bytes sent",
             extra={"bytes_sent": sent["ociforge again"]},
+            baseline_kind="tool",
         ),
     ]

@@ -89,9 +89,9 @@ def free_port() -> int:
 # ------------------------------------------------------------------ load generator
 
 
-def _request_bytes(port: int, body: bytes) -> bytes:
+def _request_bytes(port: int, body: bytes, path: str = "/predict") -> bytes:
     head = (
-        f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
     )
     return head.encode() + body
@@ -147,8 +147,10 @@ def _one_connection(port: int, req: bytes, stop_at: float, out: list, errors: li
 DEFAULT_BODY = b'{"features": [0.5, 1.5, -2.0, 3.25]}'
 
 
-def _client_process(port: int, conns: int, duration: float, queue, body: bytes) -> None:
-    req = _request_bytes(port, body)
+def _client_process(
+    port: int, conns: int, duration: float, queue, body: bytes, path: str = "/predict"
+) -> None:
+    req = _request_bytes(port, body, path)
     stop_at = time.monotonic() + duration
     out: list[float] = []
     errors: list[str] = []
@@ -163,13 +165,20 @@ def _client_process(port: int, conns: int, duration: float, queue, body: bytes) 
     queue.put((out, errors[:20], len(errors)))
 
 
-def drive(port: int, duration: float, procs: int, conns: int, body: bytes = DEFAULT_BODY) -> dict:
+def drive(
+    port: int,
+    duration: float,
+    procs: int,
+    conns: int,
+    body: bytes = DEFAULT_BODY,
+    path: str = "/predict",
+) -> dict:
     """Keep-alive load from ``procs`` processes x ``conns`` connections; rps and latencies.
-    ``body`` is the JSON posted to ``/predict`` (the table runner posts the iris sample)."""
+    ``body`` is the JSON posted to ``path`` (the table runner posts the iris sample)."""
     ctx = mp.get_context("fork")
     queue = ctx.Queue()
     workers = [
-        ctx.Process(target=_client_process, args=(port, conns, duration, queue, body))
+        ctx.Process(target=_client_process, args=(port, conns, duration, queue, body, path))
         for _ in range(procs)
     ]
     for w in workers:
@@ -196,10 +205,16 @@ def drive(port: int, duration: float, procs: int, conns: int, body: bytes = DEFA
 
 
 def interleaved(
-    ports: dict[str, int], bursts: int, burst_s: float, procs: int, conns: int, body: bytes
+    ports: dict[str, int],
+    bursts: int,
+    burst_s: float,
+    procs: int,
+    conns: int,
+    body: bytes,
+    load=None,
 ) -> dict[str, list[dict]]:
     """Load servers that are all up in turn, ``burst_s`` seconds each, ``bursts`` times (the
-    order rotates every burst); each server's ``drive`` results, a burst each.
+    order rotates every burst); each server's ``drive`` results (or ``load``'s), a burst each.
 
     A shared machine's speed drifts over seconds. With short interleaved bursts every server
     sees the same drift, where one long run each would leave a slow spell on one side only.
@@ -209,7 +224,8 @@ def interleaved(
     for i in range(bursts):
         k = i % len(names)
         for name in names[k:] + names[:k]:
-            results[name].append(drive(ports[name], burst_s, procs, conns, body))
+            fn = load or drive  # load(port, seconds, procs, conns, body) -> drive's dict
+            results[name].append(fn(ports[name], burst_s, procs, conns, body))
     return results
 
 
@@ -498,6 +514,7 @@ def binary_vs_json(args, tmp: str) -> list[dict]:
                 "median_ms": f"{ms:.2f}",
                 "req_per_s": f"{1000 / ms:.1f}",
                 "speedup": f"{json_ms / ms:.1f}x",
+                "_seconds": times[name],  # raw samples (benchmarks/protocols.py), not printed
             }
         )
     return rows
@@ -642,6 +659,8 @@ def grpc_vs_rest(args, tmp: str) -> list[dict]:
                         "p99_ms": f"{ls[min(n - 1, int(n * 0.99))] * 1000:.2f}" if n else "-",
                         "vs_REST": f"{median_rps / base:.2f}x" if base else "-",
                         "errors": errors[name],
+                        "_rps": rps[name],  # raw samples (benchmarks/protocols.py), not printed
+                        "_p99_ms": ls[min(n - 1, int(n * 0.99))] * 1000 if n else None,
                     }
                 )
     finally:
@@ -684,22 +703,22 @@ def main() -> None:
         if not args.skip_throughput:
             rows = throughput(args, tmp)
             print("\nThroughput, small JSON prediction (target: rps ratio >= 0.90)\n")
-            print(table(rows, [(k, k) for k in rows[0]]))
+            print(table(rows, [(k, k) for k in rows[0] if not k.startswith("_")]))
         if not args.skip_cold_start:
             rows = cold_start(args, tmp)
             print(f"\nCold start, median of {args.runs} (target: ratio <= 1.5)\n")
-            print(table(rows, [(k, k) for k in rows[0]]))
+            print(table(rows, [(k, k) for k in rows[0] if not k.startswith("_")]))
         if not args.skip_binary:
             rows = binary_vs_json(args, tmp)
             print("\nOIP v2 infer, 1 MB FP32 input: JSON vs binary tensor extension (medians)\n")
-            print(table(rows, [(k, k) for k in rows[0]]))
+            print(table(rows, [(k, k) for k in rows[0] if not k.startswith("_")]))
         if not args.skip_grpc:
             rows = grpc_vs_rest(args, tmp)
             print(
                 f"\nOIP v2 over gRPC vs REST, same server and model, {args.grpc_clients} "
                 "sequential clients (medians)\n"
             )
-            print(table(rows, [(k, k) for k in rows[0]]))
+            print(table(rows, [(k, k) for k in rows[0] if not k.startswith("_")]))
 
 
 if __name__ == "__main__":

@@ -71,10 +71,11 @@ def cold_start(ours: Rootfs, theirs: Rootfs, runs: int) -> list[Row]:
         Row(
             "8. cold start to 1st prediction",
             m,
-            "Dockerfile-built image, same server",
+            "pip Dockerfile-built image, same server",
             Sample(dockerfile),
             "<= 1.0x",
             1.0,
+            baseline_kind="pip Dockerfile",
         ),
         Row(
             "8. cold start to 1st prediction",
@@ -83,6 +84,7 @@ def cold_start(ours: Rootfs, theirs: Rootfs, runs: int) -> list[Row]:
             Sample(bare),
             "<= 1.1x",
             1.1,
+            baseline_kind="tool",
         ),
     ]
 
@@ -149,6 +151,7 @@ def serving(ours: Rootfs, burst_s: float, workers: int, bursts: int, threads: in
             0.9,
             higher_is_better=True,
             note=note + "; runtime as shipped (access log on)",
+            baseline_kind="tool",
         ),
         Row(
             "9. serving, requests/s, access log off",
@@ -157,11 +160,13 @@ def serving(ours: Rootfs, burst_s: float, workers: int, bursts: int, threads: in
             Sample([r["rps"] for r in bare], "rps"),
             higher_is_better=True,
             note="OCIFORGE_ACCESS_LOG=0 (the bare app logs no requests either)",
+            baseline_kind="tool",
         ),
         Row(
             "9. serving, p99 latency",
             Sample([r["p99_ms"] for r in mine], "ms"),
             "bare Flask app, same gunicorn settings",
             Sample([r["p99_ms"] for r in bare], "ms"),
+            baseline_kind="tool",
         ),
     ]

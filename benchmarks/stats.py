@@ -66,6 +66,9 @@ class Row:
     higher_is_better: bool = False
     note: str = ""
     extra: dict = field(default_factory=dict)  # kept in the JSON only
+    # what the baseline is, for a reader of the JSON: "pip Dockerfile", "uv Dockerfile",
+    # "MLServer", "ociforge" (itself, another way), "tool" (tar, skopeo, ...), "bound" (a limit)
+    baseline_kind: str = ""
 
     @property
     def ratio(self) -> float | None:

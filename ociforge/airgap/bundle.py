@@ -7,7 +7,8 @@ images' own and one more file at the root, ``ociforge-bundle.json``, that names 
 * ``images``: each image or multi-arch index, by its tag in the layout, with the reference it was
   exported from and its digest;
 * ``files``: the build inputs of a rebuild, each a blob of the layout by sha256: the wheel lock,
-  every locked wheel of every platform, and the ``.deb`` files of the default base; the model's own
+  every locked wheel of every platform, the ``.deb`` files of the default base and of the lock's
+  system packages; the model's own
   inputs (the serialized model, user code, artifacts) are the image's layers, listed by role.
 
 Why one OCI archive rather than a tar of layouts plus a wheelhouse: one content-addressed
@@ -45,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from ..bases import base as bases
-from ..bases import debian
+from ..bases import debian, syspackages
 from ..builder.build import build
 from ..builder.layers import CODE_IGNORE_FILE
 from ..builder.paths import APP_DIR, CODE_DIR, MODEL_DIR
@@ -67,6 +68,7 @@ from ..transports.registry.remote import push
 from ..transports.spec import parse
 from ..transports.transport import open_source
 from . import attached as supply_attached
+from . import cacheentries
 
 MANIFEST_FILE = "ociforge-bundle.json"
 FORMAT = 1
@@ -173,6 +175,7 @@ def export(
         taken: set[str] = set()
         objs = []
         carried: list[dict] = []  # signatures and SBOMs of the images (attached.py)
+        memo: list[dict] = []  # registry-cache entries of the images' layers (cacheentries.py)
         for ref in images:
             obj = open_source(ref, **registry_opts)
             repo, tag = _where(ref)
@@ -180,6 +183,7 @@ def export(
             write_layout(obj, layout, name)
             entries.append(BundleImage(name, ref, repo, tag, obj.digest))
             carried += supply_attached.collect(layout, name, ref, obj, registry_opts)
+            memo += cacheentries.collect(layout, name, ref, registry_opts)
             objs.append(obj)
         store = BlobStore(layout)
         files: list[dict] = []
@@ -194,6 +198,7 @@ def export(
             "files": sorted(files, key=lambda f: (f["kind"], f["name"], f["digest"])),
             "rebuild": rebuild,
             supply_attached.KEY: carried,
+            cacheentries.KEY: memo,
         }
         atomic_write(layout / MANIFEST_FILE, canonical_json(manifest))
         tar_directory(layout, dest)
@@ -223,6 +228,13 @@ def _rebuild_inputs(store: BlobStore, objs: list, lock_path: Path) -> tuple[list
                     "size": p.stat().st_size,
                 }
             )
+    arches = {img.platform.debian_arch for obj in objs for img in _platform_images(obj)}
+    for system in syspackages.read_locks(lock_path):  # the model's system packages
+        if system.architecture in arches:
+            for pkg, path in syspackages.fetch_debs(system):
+                name = f"{pkg.name}_{pkg.version}_{pkg.architecture}.deb"
+                digest = _put_file(store, path, pkg.sha256)
+                files.append({"kind": "deb", "name": name, "digest": digest})
     bases: dict[str, str] = {}
     models: list[dict] = []
     for obj in objs:
@@ -470,6 +482,7 @@ def import_(
     entries = bundle.vouched(expect_digest)[0] if expect_digest is not None else bundle.images
     bundle.verify(layers=False)
     carried = supply_attached.entries(bundle.manifest, str(bundle.path))
+    memo = cacheentries.items(bundle.manifest)
     if require_signature is not None:  # every image signed with that key, or nothing is pushed
         supply_attached.require_signatures(bundle, entries, require_signature)
     out = []
@@ -478,6 +491,7 @@ def import_(
         ref = target_reference(entry, to_registry, prefix)
         r = push(obj, ref, jobs=jobs, progress=progress, **registry_opts)
         supply_attached.push_attached(bundle, entry.tag, ref, carried, jobs=jobs, **registry_opts)
+        cacheentries.push_entries(bundle, entry.tag, ref, memo, **registry_opts)
         out.append(
             {
                 "source": entry.reference,
@@ -689,6 +703,7 @@ def rebuild(
             "lock": lock_path,
             "offline": True,
             "labels": labels,
+            "system_packages": labels.get(syspackages.LABEL, "").split() or None,
         }
         with _epoch(epoch):
             if not whole:

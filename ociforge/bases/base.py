@@ -156,6 +156,23 @@ def _mode(value, where: str) -> int:
         raise InvalidInput(f'{where}: mode {value!r} is not octal (like "1777")') from None
 
 
+_RECIPE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*(\.[0-9]+[A-Za-z0-9_-]*)*")
+
+
+def recipe_named_by_label(value: str | None) -> Recipe | None:
+    """The recipe an image label names, or None.
+
+    A label is outside data: it may only name a recipe shipped with ociforge, never a path to a
+    file (``load_recipe`` also takes paths, which a hostile base image must not reach).
+    """
+    if not value or not _RECIPE_NAME.fullmatch(value):
+        return None
+    try:
+        return load_recipe(value)
+    except Exception:  # noqa: BLE001 - a recipe not here: callers fall back to defaults
+        return None
+
+
 def load_recipe(name_or_path: str | os.PathLike) -> Recipe:
     """A recipe by name (``python3.11-bookworm``, from :func:`recipes_dir`) or by path to a .toml."""
     path = Path(name_or_path)
@@ -524,10 +541,13 @@ def build_platform(
     store: BlobStore | None = None,
     keyring: str = debian.DEFAULT_KEYRING,
     offline: bool = False,
+    memo=None,
 ) -> Image:
     """The base image of ``recipe`` for one platform, from its lock (cached, reused when built).
 
     ``offline``: from the built-base cache or the ``.deb`` cache only; what is missing is listed.
+    ``memo``: a build's registry cache (:class:`ociforge.cache.memo.BuildMemo`), asked when this
+    machine has not built the base, and told of the base used (no ``.deb`` is read on a hit).
     """
     platform = Platform.parse(platform)
     arch = platform.debian_arch
@@ -553,7 +573,11 @@ def build_platform(
         )
     )
     cached = _load_cached(key, store)
+    if cached is None and memo is not None:
+        cached = memo.image(key)
     if cached is not None:
+        if memo is not None:
+            memo.note_image(key, cached)
         return cached
     if offline:
         missing = [
@@ -589,6 +613,8 @@ def build_platform(
     )
     store.put_bytes(img.raw_manifest)
     _write_json_atomic(_cache_path("images", key), {"manifest": img.digest})
+    if memo is not None:
+        memo.note_image(key, img)
     return img
 
 
@@ -641,6 +667,7 @@ def default_base(
     platforms: Iterable[Platform | str] = ("linux/amd64",),
     *,
     offline: bool = False,
+    memo=None,
 ) -> dict[Platform, Image]:
     """The default base for ``python`` on each platform: built once, then reused from the cache."""
-    return build(default_recipe(python), platforms, offline=offline)
+    return build(default_recipe(python), platforms, offline=offline, memo=memo)

@@ -19,7 +19,7 @@ from typing import BinaryIO
 from ..cachedir import default_cache_dir
 from ..errors import InvalidInput
 from . import debian
-from .base import load_recipe, mirror_for
+from .base import mirror_for, recipe_named_by_label
 
 LIB_DIRS = ("lib/", "usr/lib/", "lib64/", "usr/lib64/")
 
@@ -82,12 +82,8 @@ def packages_for(
 
 
 def mirror_of(recipe_name: str | None) -> str:
-    """The mirror a base recipe names (``$OCIFORGE_DEBIAN_MIRROR`` first)."""
+    """The mirror the base recipe an image label names (``$OCIFORGE_DEBIAN_MIRROR`` first)."""
     if os.environ.get("OCIFORGE_DEBIAN_MIRROR"):
         return os.environ["OCIFORGE_DEBIAN_MIRROR"]
-    if recipe_name:
-        try:
-            return mirror_for(load_recipe(recipe_name))
-        except Exception:  # noqa: BLE001 - a recipe no longer here: the default mirror
-            pass
-    return debian.DEFAULT_MIRROR
+    recipe = recipe_named_by_label(recipe_name)
+    return mirror_for(recipe) if recipe else debian.DEFAULT_MIRROR

@@ -406,6 +406,7 @@ def resolve(
     roots: Iterable[str],
     exclude: Iterable[str] = (),
     prefer: Iterable[str] = (),
+    installed: Iterable[Package] = (),
 ) -> list[Package]:
     """The packages to install for ``roots``: their Pre-Depends and Depends, transitively.
 
@@ -414,11 +415,13 @@ def resolve(
     virtual package goes to its provider named in ``prefer``, else the one of highest priority
     (then by name). A group naming an ``exclude``d package is skipped: the recipe says the system
     works without it (debconf, for example, is only used by maintainer scripts, which are not run).
-    Returns the packages sorted by name.
+    ``installed`` are already on the system (a base's packages, under its system packages): they
+    satisfy what they can and are not returned. Returns the packages sorted by name.
     """
     exclude, prefer = set(exclude), list(prefer)
     chosen: dict[str, Package] = {}
     provided: dict[str, list[str]] = {}  # virtual name -> versions provided by chosen packages
+    base = {p.name: p for p in installed}
 
     def is_satisfied(rel: dict) -> bool:
         name, ver = rel["name"], rel.get("version")
@@ -455,6 +458,9 @@ def resolve(
         queue.append(pkg)
 
     queue: list[Package] = []
+    for pkg in base.values():
+        choose(pkg)
+    queue.clear()  # what is installed already has its dependencies
     for root in roots:
         cands = index.candidates(root)
         if not cands:
@@ -475,7 +481,8 @@ def resolve(
                     if found.name in chosen:
                         raise InvalidInput(
                             f"{pkg.name} needs {_rel_text(group)}, but {found.name} "
-                            f"{chosen[found.name].version} was already chosen"
+                            f"{chosen[found.name].version} was already "
+                            f"{'installed' if found.name in base else 'chosen'}"
                         )
                     choose(found)
                     break
@@ -484,7 +491,7 @@ def resolve(
                     f"{pkg.name} {pkg.version} depends on {_rel_text(group)}, which nothing in "
                     f"the index for {index.arch} provides (exclude it in the recipe if it is not needed)"
                 )
-    return sorted(chosen.values(), key=lambda p: p.name)
+    return sorted((p for p in chosen.values() if p.name not in base), key=lambda p: p.name)
 
 
 def _relations(text: str) -> list[list[dict]]:

@@ -31,6 +31,8 @@ from typing import Any
 
 from ociforge_runtime import local
 
+from ..bases import syspackages
+from ..cache.memo import open_cache
 from ..cachedir import default_cache_dir
 from ..deploy import facts_of, manifests, to_yaml
 from ..errors import BuildError, InvalidInput
@@ -45,6 +47,7 @@ from ..model.package import (
 from ..oci.blobstore import BlobStore
 from ..oci.image import Image, ImageIndex, append, make_index, store_source
 from ..oci.layer import Layer, source_date_epoch, write_layer
+from ..oci.layercache import attach, memoized
 from ..oci.manifest import rfc3339
 from ..oci.platform import Platform, parse_platforms
 from ..oci.reference import Reference
@@ -57,8 +60,9 @@ from ..python.wheelcache import fetch
 from ..transports.spec import check_writable, recorded_name
 from ..transports.spec import parse as parse_spec
 from ..transports.transport import write_to
-from . import config, layers, libraries
+from . import cachestep, config, layers
 from . import supply as supply_chain
+from .cachestep import LazyWheels
 from .offline import preflight, remembered_locks
 from .paths import ANNOTATION_PREFIX, CODE_DIR
 from .plan import (
@@ -69,11 +73,17 @@ from .plan import (
     runtime_requirements,
     targets_for,
 )
+from .verify import check_can_verify, verify_images
 
 # ``grpc=True``: the runtime's OIP v2 gRPC server (ociforge_runtime/grpc_server.py) needs these;
-# its messages were generated for protobuf >= 6.31.1 (ociforge_runtime/_proto).
+# its messages were generated for protobuf >= 6.31.1 (ociforge_runtime/_proto); its
+# grpc.health.v1.Health service (Kubernetes' native gRPC probes) is grpcio-health-checking's.
 GRPC_PORT = 8081
-GRPC_REQUIREMENTS = ["grpcio>=1.66,<2", "protobuf>=6.31.1,<7"]
+GRPC_REQUIREMENTS = [
+    "grpcio>=1.66,<2",
+    "protobuf>=6.31.1,<7",
+    "grpcio-health-checking>=1.66,<2",
+]
 
 
 @dataclass
@@ -91,6 +101,8 @@ class BuildResult:
     written: Any = field(default=None, repr=False)  # the transport's WriteResult (push stats...)
     sboms: dict[str, str] = field(default_factory=dict)  # per platform: the SBOM referrer's digest
     signed: list[str] = field(default_factory=list)  # the digests signed with sign_key
+    # verify=True: per platform, "verified" or "not verified: what it answered"
+    verified: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict:
         return {
@@ -102,6 +114,7 @@ class BuildResult:
             "requirements": self.requirements,
             "sboms": self.sboms,
             "signed": self.signed,
+            "verified": self.verified,
         }
 
     def manifests(self, kind: str, *, repository: str | None = None, **options: Any) -> str:
@@ -154,12 +167,14 @@ def build(
     lock: str | os.PathLike | None = None,
     offline: bool = False,
     labels: Mapping[str, str] | None = None,
-    cache: str | os.PathLike | None = None,
+    cache: str | bool | os.PathLike | None = None,
     bytecode: bool | None = None,
     sbom: bool | str = True,
     sign_key: str | os.PathLike | None = None,
     grpc: bool = False,
     check_libraries: bool = True,
+    system_packages: Sequence[str] | None = None,
+    verify: bool = False,
     **registry_opts: Any,
 ) -> BuildResult:
     """Build ``model`` into an image for every platform and write it to ``to``.
@@ -184,14 +199,38 @@ def build(
     ``check_libraries`` checks that every shared library the wheels' ELF files need is in a
     layer (:mod:`ociforge.builder.libraries`): one a module imported at start needs and none
     provides fails the build; False skips the check.
+    ``cache`` (``"REGISTRY/REPO"``, or ``"oci:DIR"`` for an air-gapped site) is where memo
+    entries of the build's reusable layers are looked up before anything is fetched, and left
+    after the image is written (:mod:`ociforge.cache`); with a registry destination and no
+    ``cache``, the destination's repository is the cache (``cache=False``: none). Offline builds
+    use no cache. Whoever builds must be able to push to the cache repository.
+    ``system_packages`` (``["libgl1"]``) are Debian packages of the base's suite, resolved for
+    each platform with their dependencies, less what the base holds, and installed into one
+    layer directly above the base (:mod:`ociforge.bases.syspackages`); the lock records them.
+    ``verify`` starts each platform's image once written, under bubblewrap (qemu-user for another
+    architecture, as ``ociforge run`` does), and asks it ``test_sample``: an answer other than
+    the local test's raises :class:`~ociforge.builder.verify.VerificationFailed` naming the
+    platform and the answer (what was written stays; its ``result.verified`` says which were).
     """
-    plats = _check_inputs(platforms, compression, to, offline, lock, base, python, gpu)
+    plats = _check_inputs(
+        platforms, compression, to, offline, lock, base, python, gpu, system_packages
+    )
     sbom_fmt, key = supply_chain.check(to, sbom, sign_key)
+    check_can_verify(verify, test_sample, plats)
     card = {**dict(metadata or {}), "name": name, "version": version}
     epoch = source_date_epoch()
     packaged = _package(model, requirements, batch_size, card, test_sample, plats, gpu, epoch)
-    store = BlobStore(cache or default_cache_dir())
-    bases = bases_for(base, plats, python, registry_opts, offline)
+    # ``cache``: a registry repository or oci:DIR (a path object: the local store, as before)
+    store = BlobStore(cache if isinstance(cache, os.PathLike) else default_cache_dir())
+    memo = (
+        None
+        if isinstance(cache, os.PathLike)
+        else open_cache(cache, to, store, offline=offline, registry_opts=registry_opts)
+    )
+    attach(store, memo)
+    bases = bases_for(base, plats, python, registry_opts, offline, memo=memo)
+    # every platform's system packages resolved (or found in the lock) before any download
+    system = syspackages.plan(system_packages, bases, lock=lock, offline=offline)
     targets = targets_for(bases, python, python_path, libc, gpu)
     all_reqs = packaged.requirements + runtime_requirements() + (GRPC_REQUIREMENTS if grpc else [])
     recalled = (  # offline with no lock: what an online build resolved, or a list of what is missing
@@ -201,29 +240,51 @@ def build(
     )
     own = _own_layers(packaged, files, store, compression)
     labels_ = config.labels(card, name, version, labels)
+    if system:
+        labels_[syspackages.LABEL] = " ".join(syspackages.names_of(system_packages))
     pool = CompilePool()
     side = ThreadPoolExecutor(1, thread_name_prefix="ociforge-bytecode")
     try:
         locks, fetched = _resolve_and_fetch(
-            all_reqs, targets, lock, offline, own, bytecode, pool, recalled, gpu is None
-        )
+            all_reqs, targets, lock, offline, own, bytecode, pool, recalled, gpu is None,
+            lazy=memo is not None,
+        )  # fmt: skip
         targets, locks, fetched, taken = _take_variants(targets, locks, fetched)
         if taken is not None and package_dir(model) is None:  # model.json says which variant
             packaged.files = with_build_info(packaged.files, gpu=taken)
             own.model = write_layer(layers.model_entries(packaged.files), store, compression)
         images, report = [], {}
         for p, target in targets.items():
+            sys_layer = (
+                syspackages.system_layer(system[p], store, compression, epoch)
+                if p in system
+                else None
+            )
             named = _platform_layers(
                 target, locks[target], fetched[target], own, store, compression, bytecode,
                 offline, pool, side,
             )  # fmt: skip
+            if sys_layer is not None:  # directly above the base
+                named.insert(0, (sys_layer.history, sys_layer.layer))
             base_img, base_name = bases[p]
             if check_libraries:
-                libraries.check_libraries(
-                    target, locks[target], fetched[target], base_img, own.roots, offline=offline
-                )
+                cachestep.check_libraries(
+                    target, locks[target], fetched[target], base_img, own.roots, offline=offline,
+                    provided=sys_layer.provided if sys_layer is not None else None,
+                    store=store, memo=memo,
+                )  # fmt: skip
             images.append(
-                _platform_image(base_img, base_name, target, named, labels_, epoch, store, grpc)
+                _platform_image(
+                    base_img,
+                    base_name,
+                    target,
+                    named,
+                    labels_,
+                    epoch,
+                    store,
+                    grpc,
+                    source=memo.source(store) if memo is not None else None,
+                )  # fmt: skip
             )
             report[str(p)] = [
                 {"digest": layer.digest, "size": layer.size, "what": n}
@@ -233,14 +294,18 @@ def build(
     finally:
         side.shutdown(wait=True)
         pool.close()
+        attach(store, None)
     index = make_index(images, annotations=_index_annotations(labels_, epoch))
     written = write_to(index, to, **registry_opts)
+    if memo is not None:  # after the image: an entry's blobs are there before the entry
+        memo.publish()
     supplied = supply_chain.attach_all(
         to=to, index=index, images=images, bases=bases, targets=targets, locks=locks,
         report=report, base_arg=base, python=python, host_python=host_python(), name=name,
         version=version, epoch=epoch, fmt=sbom_fmt, key=key, registry_opts=registry_opts,
+        system=system,
     )  # fmt: skip
-    return BuildResult(
+    result = BuildResult(
         reference=written.reference,
         digest=written.digest,
         platforms=plats,
@@ -253,6 +318,9 @@ def build(
         sboms=supplied.sboms,
         signed=supplied.signed,
     )
+    if verify:
+        verify_images(result, images, test_sample, packaged.expected)
+    return result
 
 
 # ---------------------------------------------------------------------------------------------
@@ -260,8 +328,9 @@ def build(
 
 
 def _check_inputs(
-    platforms, compression: str, to: str, offline: bool, lock, base, python, gpu
-) -> list[Platform]:
+    platforms, compression: str, to: str, offline: bool, lock, base, python, gpu,
+    system_packages=None,
+) -> list[Platform]:  # fmt: skip
     """Everything that can be refused before any work: platforms, compression, the destination,
     and (offline) every input the caches must hold, in one list of what is missing."""
     plats = parse_platforms(list(platforms))
@@ -271,7 +340,8 @@ def _check_inputs(
         raise InvalidInput(f"unknown compression {compression!r} (gzip, zstd or none)")
     check_writable(to)
     if offline:
-        preflight(plats, lock=lock, base=base, python=python or host_python(), gpu=gpu)
+        preflight(plats, lock=lock, base=base, python=python or host_python(), gpu=gpu,
+                  system_packages=system_packages)  # fmt: skip
     return plats
 
 
@@ -283,6 +353,7 @@ class Packaged:
     files: dict[str, bytes]
     user_code: list[UserCode]
     requirements: list[str]
+    expected: Any = None  # the local test's answer to the test sample
 
 
 def _package(
@@ -298,9 +369,10 @@ def _package(
     """Test the model on the sample, pickle it (or read a package folder as it is), and find its
     own modules and, with ``requirements="auto"``, the distributions it imports."""
     packaged = package_dir(model)
+    expected = None
     if test_sample is not None and packaged is None:
         try:
-            test(model, test_sample, batch_size=batch_size, metadata=card)
+            expected = test(model, test_sample, batch_size=batch_size, metadata=card)
         except local.LocalTestError as e:
             raise BuildError(f"the model's test on the sample failed ({e}); not building") from None
     user_code: list[UserCode] = []
@@ -321,7 +393,7 @@ def _package(
         reqs = requirement_list(requirements)
         if packaged is None:
             user_code, _third = classify(referenced_modules(pkg["model.pkl"]))
-    return Packaged(pkg, user_code, reqs)
+    return Packaged(pkg, user_code, reqs, expected)
 
 
 @dataclass
@@ -345,7 +417,11 @@ def _own_layers(
 ) -> OwnLayers:
     runtime_entries = layers.runtime_entries()
     code_entries = layers.code_entries(packaged.user_code)
-    runtime = write_layer(runtime_entries, store, compression)
+    runtime = memoized(  # a fresh machine finds it in the registry cache
+        store,
+        layers.entries_key(runtime_entries, compression),
+        lambda: write_layer(runtime_entries, store, compression),
+    )
     code = write_layer(code_entries, store, compression) if code_entries else None
     artifacts = layers.artifact_layers(files, store, compression)
     model_layer = write_layer(layers.model_entries(packaged.files), store, compression)
@@ -374,6 +450,7 @@ def _resolve_and_fetch(
     pool: CompilePool,
     recalled: dict[Target, Lock] | None = None,
     infer_variant: bool = False,
+    lazy: bool = False,
 ) -> tuple[dict[Target, Lock], dict[Target, list[Path]]]:
     """A lock per target (from the lock file, remembered (``recalled``, offline), or resolved)
     and its wheels in the cache. The bytecode of the startup closure gets a head start from this
@@ -387,7 +464,14 @@ def _resolve_and_fetch(
     try:
         locks = recalled or _locks(reqs, list(targets.values()), lock_path, offline, infer_variant)
         # downloading waits on the network too: the head start goes on meanwhile
-        fetched = {t: fetch(locks[t], offline=offline) for t in targets.values()}
+        fetched = {
+            t: (
+                LazyWheels(lambda lk=locks[t]: fetch(lk, offline=offline))  # a cache hit needs none
+                if lazy
+                else fetch(locks[t], offline=offline)
+            )
+            for t in targets.values()
+        }
     finally:
         pool.stop_optional()
         if warm is not None:
@@ -490,6 +574,7 @@ def _platform_image(
     epoch: int,
     store: BlobStore,
     grpc: bool = False,
+    source=None,
 ) -> Image:
     """One platform's image: its layers appended on its base, with the runtime's config."""
     changes = config.runtime_config(base, target, labels_)
@@ -502,7 +587,7 @@ def _platform_image(
     return append(
         base,
         [layer for _n, layer in named],
-        store_source(store),
+        source or store_source(store),
         changes=changes,
         history=[n for n, _l in named],
         annotations=config.annotations(labels_),

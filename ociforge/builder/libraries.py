@@ -36,6 +36,7 @@ from packaging.utils import canonicalize_name
 
 from ..bases.basefiles import TRIPLETS, BaseFiles, Tree, base_files
 from ..bases.contents import mirror_of, packages_for
+from ..bases.syspackages import overlay
 from ..cachedir import default_cache_dir
 from ..errors import BuildError, InvalidInput
 from ..fsutil import atomic_write
@@ -287,12 +288,19 @@ def find_missing(
 
 
 def _hint(packages: dict[str, str], libs: Iterable[str]) -> str:
+    """``: add system_packages=["libgl1"]``: the Debian packages that ship ``libs``."""
     pkgs = sorted({packages[lib] for lib in libs if lib in packages})
     if not pkgs:
         return ""
-    # system_packages= is not there yet (the native-libraries issue): name the package, and the
-    # way to have it today, a base whose recipe lists it
-    return " (Debian package " + ", ".join(pkgs) + ": use a base that has it)"
+    return ": add system_packages=[" + ", ".join(f'"{p}"' for p in pkgs) + "]"
+
+
+def _remedy(packages: dict[str, str], libs: Iterable[str]) -> str:
+    """What to do about all of ``libs`` at once: the system packages that ship them."""
+    hint = _hint(packages, libs)
+    if not hint:
+        return "add the Debian packages that ship them to system_packages (--system-package)"
+    return hint[2:] + " (the Debian packages that ship them; --system-package on the CLI)"
 
 
 def debian_packages(base_image: Image, arch: str, libs: Iterable[str]) -> dict[str, str]:
@@ -318,11 +326,16 @@ def check_libraries(
     offline: bool = False,
     lookup: Callable[[Image, str, Iterable[str]], dict[str, str]] | None = None,
     warn: Callable[[str], None] | None = None,
+    provided: BaseFiles | None = None,
 ) -> list[Missing]:
     """Fail the build (:class:`BuildError`) when a module imported at start needs a library no
-    layer provides; warn (one line each) for the others. Returns what was missing."""
+    layer provides; warn (one line each) for the others. Returns what was missing.
+    ``provided``: the files of the system-packages layer above the base (they count as the
+    base's)."""
     warn = warn or (lambda line: print(line, file=sys.stderr))
     base = base_files(base_image)
+    if provided is not None:
+        base = overlay(base, provided)
     missing, notes = find_missing(target, lock, wheel_files, base, roots)
     for note in notes:
         warn(f"warning: {target.platform}: {note}")
@@ -347,7 +360,7 @@ def check_libraries(
         raise BuildError(
             f"{target.platform}: {len(fatal)} shared librar{'y' if len(fatal) == 1 else 'ies'} "
             f"that modules imported at start need are in no layer of the image:\n{lines}\n"
-            "use a base that has the Debian packages that ship them (a base_layers/ recipe that "
-            "lists them, or base=IMAGE), or build with check_libraries=False"
+            f"{_remedy(packages, [m.library for m in fatal])}, use a base that has them, or "
+            "build with check_libraries=False"
         )
     return missing

@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ..bases import base as bases
+from ..bases import syspackages
 from ..errors import MissingInputs, NotFound
 from ..oci.platform import Platform
 from ..python.lock import Lock, read_lockfile
@@ -40,9 +41,12 @@ def fetch_command(
     python: str | None = None,
     gpu: str | None = None,
     base: str | None = None,
+    system_packages: Sequence[str] = (),
 ) -> str:
     """The ``ociforge fetch`` line that fills the caches an offline build of these inputs needs."""
     parts = ["ociforge", "fetch", "--platform", ",".join(str(p) for p in platforms)]
+    for name in system_packages:
+        parts += ["--system-package", name]
     parts += (
         ["--lock", str(lock)] if lock else ["-r", "requirements.txt", "--lock", "ociforge.lock"]
     )
@@ -108,19 +112,25 @@ def preflight(
     base=None,
     python: str,
     gpu: str | None = None,
+    system_packages=None,
 ) -> None:
     """Raise :class:`MissingInputs` listing everything an offline build of these inputs lacks.
 
-    With no lock and the bases all here, the wheels are checked by :func:`remembered_locks`,
-    once the bases have given the targets."""
+    With no lock and the bases all here, the wheels (and system packages) are checked by
+    :func:`remembered_locks` (and :func:`ociforge.bases.syspackages.plan`), once the bases have
+    given the targets."""
     base_items = missing_base(platforms, base, python)
     if lock is None and not base_items:
         return
+    names = syspackages.names_of(system_packages)
     items = missing_wheels(platforms, lock, gpu) + base_items
+    if lock is not None:
+        items += syspackages.missing_recorded(platforms, lock, names)
     if items:
         base_arg = base if isinstance(base, str) else None
         raise MissingInputs(
-            items, fetch_command(platforms, str(lock) if lock else None, python, gpu, base_arg)
+            items,
+            fetch_command(platforms, str(lock) if lock else None, python, gpu, base_arg, names),
         )
 
 

@@ -59,10 +59,12 @@ def bases_for(
     python: str | None,
     registry_opts: dict[str, Any],
     offline: bool = False,
+    memo=None,
 ) -> dict[Platform, tuple[Image, str]]:
-    """The base image of each platform, and the name it was read from."""
+    """The base image of each platform, and the name it was read from. A built base is looked
+    up in the build's cache ``memo`` (:mod:`ociforge.cache.memo`) too, by its recipe and lock."""
     if base is None:
-        built = default_base(python or host_python(), platforms, offline=offline)
+        built = default_base(python or host_python(), platforms, offline=offline, memo=memo)
         return {p: (built[p], f"ociforge-base:python{python or host_python()}") for p in platforms}
     if isinstance(base, (Image, ImageIndex)):
         obj, name = base, ""

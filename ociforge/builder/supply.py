@@ -90,6 +90,7 @@ def attach_all(
     fmt: str | None,
     key,
     registry_opts: dict,
+    system: dict | None = None,
 ) -> SupplyResult:
     out = SupplyResult()
     spec = parse(to)
@@ -104,6 +105,10 @@ def attach_all(
             img = by_platform.get(p) or next(i for i in images if p.matches(i.platform))
             base_img, base_name = bases[p]
             debs, suite, mirror, notes = deb_inputs(base_arg, python, host_python, p)
+            if debs is not None and system and p in system:  # the system packages' layer too
+                debs = tuple(
+                    sorted(debs + sbom.debs_from_lock(system[p]), key=lambda d: (d.name, d.version))
+                )
             layer_infos = tuple(
                 sbom.LayerInfo(entry["what"], entry["digest"], entry["size"])
                 for entry in report.get(str(p), [])

@@ -21,6 +21,8 @@ SETTINGS = (
     "platforms",
     "requirements",
     "python",
+    "python_path",
+    "libc",
     "base",
     "to",
     "name",
@@ -36,6 +38,10 @@ SETTINGS = (
     "labels",
     "folder",
     "grpc",
+    "verify",
+    "system_packages",
+    "cache",
+    "check_libraries",
 )
 
 
@@ -113,6 +119,12 @@ def register(sub) -> None:
         help="touch no network: warm caches and --lock, or the resolution an online build of "
         "the same requirements remembered",
     )
+    p.add_argument(
+        "--cache",
+        metavar="REF",
+        help="where memo entries of reusable layers are looked up and left: REGISTRY/REPO or "
+        "oci:DIR (default: the destination's repository when it is a registry; 'none': no cache)",
+    )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument(
         "--sbom-format",
@@ -129,7 +141,23 @@ def register(sub) -> None:
     p.add_argument(
         "--grpc",
         action="store_true",
-        help="also serve the Open Inference Protocol over gRPC on port 8081 (adds grpcio)",
+        help="also serve the Open Inference Protocol over gRPC on port 8081, with "
+        "grpc.health.v1.Health (adds grpcio, grpcio-health-checking)",
+    )
+    p.add_argument(
+        "--system-package",
+        action="append",
+        default=[],
+        metavar="PKG",
+        help="a Debian package of the base's suite, installed into a layer above the base, "
+        "e.g. libgl1 (repeat or comma-separate)",
+    )
+    p.add_argument(
+        "--verify",
+        action="store_true",
+        help="once written, start each platform's image here (bubblewrap; qemu-user for another "
+        "architecture, as `ociforge run`) and fail unless it answers --test-sample as the local "
+        "test did",
     )
     p.add_argument(
         "--no-check-libraries",
@@ -213,6 +241,11 @@ def folder_files(folder: str | Path, model_file: Path | None = None) -> dict[str
     return out
 
 
+def _names(values: list[str]) -> list[str]:
+    """Repeated and comma-separated names, in one list."""
+    return [n for v in values for n in v.replace(",", " ").split()]
+
+
 def _sample(text: str | None):
     if text is None:
         return None
@@ -265,6 +298,9 @@ def run(args) -> int:
         sign_key=args.sign_key,
         grpc=args.grpc or bool(s.get("grpc", False)),
         check_libraries=not args.no_check_libraries and bool(s.get("check_libraries", True)),
+        verify=args.verify or bool(s.get("verify", False)),
+        system_packages=_names(args.system_package) or s.get("system_packages"),
+        cache=args.cache or s.get("cache"),
         **registry_kwargs(args),
     )
     if args.json:
@@ -278,4 +314,6 @@ def run(args) -> int:
         if code is not None:  # what of the user's folders went into the image, to be checked
             more = f", and {len(code) - 40} more (--json lists them)" if len(code) > 40 else ""
             print(f"  code layer: {', '.join(code[:40])}{more}")
+        if result.verified:  # --verify (a failure is an error naming the platform)
+            print(f"  verified: {', '.join(result.verified)} answered the test sample as locally")
     return 0

@@ -48,7 +48,8 @@ def run(args) -> int:
     print(
         f"load it:     ociforge copy {result.reference} docker-daemon:iris:1.0.0   # or: skopeo copy {result.reference} docker-daemon:iris:1.0.0"
     )
-    print("run it:      docker run -p 8080:8080 iris:1.0.0")
+    print(f"run it:      ociforge run -p 8080 {result.reference}   # no daemon (bubblewrap)")
+    print("             or, once loaded: docker run -p 8080:8080 iris:1.0.0")
     print(
         f"             curl -s localhost:8080/predict -H 'content-type: application/json' -d '{iris.SAMPLE}'"
     )

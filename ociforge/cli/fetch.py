@@ -30,6 +30,13 @@ def register(sub) -> None:
     p.add_argument("--python", help="Python version (default: this interpreter's)")
     p.add_argument("--gpu", help="CUDA variant, e.g. cu121")
     p.add_argument("--base", help="base image (default: ociforge's Debian base)")
+    p.add_argument(
+        "--system-package",
+        action="append",
+        default=[],
+        metavar="PKG",
+        help="a Debian package the build installs (system_packages); repeat or comma-separate",
+    )
     p.add_argument("--json", action="store_true", help="print what was fetched as JSON")
     add_registry_options(p)
     p.set_defaults(func=run)
@@ -47,13 +54,16 @@ def run(args) -> int:
         gpu=args.gpu or s.get("gpu"),
         base=args.base or s.get("base"),
         update=args.update,
+        system_packages=[n for v in args.system_package for n in v.replace(",", " ").split()]
+        or s.get("system_packages"),
         **registry_kwargs(args),
     )
     if args.json:
         print(json.dumps(result, indent=2))
     else:
         for plat, info in result["platforms"].items():
-            print(f"{plat}: {info['wheels']} wheels cached ({info['target']})")
+            debs = f", {info['debs']} system .deb files" if "debs" in info else ""
+            print(f"{plat}: {info['wheels']} wheels{debs} cached ({info['target']})")
         print(f"lock: {result['lock']}" + (" (resolved)" if result["resolved"] else ""))
         print(f"cache: {result['cache']} ({result['downloaded']} wheels downloaded)")
     return 0

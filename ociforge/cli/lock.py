@@ -88,13 +88,43 @@ def register(sub) -> None:
     p = sub.add_parser("lock", help="resolve Python requirements per platform into a lock file")
     add_requirement_options(p)
     p.add_argument("-o", "--output", default="ociforge.lock", help="default: %(default)s")
+    p.add_argument(
+        "--system-package",
+        action="append",
+        default=[],
+        metavar="PKG",
+        help="a Debian package for the image (build's system_packages), resolved against the "
+        "default base of --python (repeat or comma-separate); other bases: ociforge fetch --base",
+    )
     p.set_defaults(func=run)
 
 
+def system_locks(args) -> list:
+    """``--system-package``: resolved for each platform against the default base of
+    ``--python`` (its recipe and lock: no base is built)."""
+    from ..bases import syspackages
+    from ..bases.base import default_recipe
+
+    names = syspackages.names_of([n for v in args.system_package for n in v.split(",")])
+    if not names:
+        return []
+    recipe = default_recipe(".".join(args.python.split(".")[:2]))
+    return [
+        syspackages.resolve(names, syspackages.recipe_source(recipe, p), p)
+        for p in parse_platforms(args.platform)
+    ]
+
+
 def run(args) -> int:
+    from ..bases.syspackages import LOCK_KEY, lock_section
+
+    system = system_locks(args)  # an unknown package fails before anything is resolved
     locks = resolve_from_args(args)
-    write_lockfile(args.output, locks)
+    extra = {LOCK_KEY: lock_section(system)} if system else None
+    write_lockfile(args.output, locks, extra)
     for t, lk in locks.items():
         print(f"{t.key}: {len(lk.packages)} wheels, {human_size(lk.total_size)}")
+    for s in system:
+        print(f"{s.architecture}: {len(s.packages)} Debian {s.suite} packages")
     print(f"wrote {args.output}")
     return 0

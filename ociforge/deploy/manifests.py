@@ -7,6 +7,10 @@ is a CUDA image (``build.gpu`` in model.json: ``nvidia.com/gpu``). Every pod:
 
 * runs the image pinned by digest (``name@sha256:...``);
 * probes ``/v2/health/ready`` (readiness: 503 until the model has loaded) and ``/v2/health/live``;
+  a KServe ``grpc-v2`` predictor, whose one declared port is the gRPC one, uses Kubernetes'
+  native ``grpc:`` probes (GA in Kubernetes 1.27; accepted by Knative serving since
+  knative/serving#14134) on that port instead: ``grpc.health.v1.Health`` answers ``""`` as
+  readiness does and ``liveness`` as liveness does;
 * gives ``terminationGracePeriodSeconds`` above the runtime's graceful timeout
   (``OCIFORGE_GRACEFUL_TIMEOUT``, 30 s), so requests in flight finish before the kubelet kills;
 * runs as the image's non-root user with ``runAsNonRoot``, ``readOnlyRootFilesystem`` and a
@@ -38,6 +42,7 @@ DEFAULT_CPU = "1"
 DEFAULT_MEMORY = "1Gi"
 READY_PATH = "/v2/health/ready"
 LIVE_PATH = "/v2/health/live"
+GRPC_LIVE_SERVICE = "liveness"  # the runtime's health service name that follows liveness
 
 
 @dataclass(frozen=True)
@@ -118,9 +123,9 @@ def resources(facts: ImageFacts) -> dict[str, dict[str, str]]:
     return {"requests": requests, "limits": limits}
 
 
-def _probe(path: str, port: int, period: int, failures: int) -> dict[str, Any]:
+def _probe(action: dict[str, Any], period: int, failures: int) -> dict[str, Any]:
     return {
-        "httpGet": {"path": path, "port": port},
+        **action,
         "periodSeconds": period,
         "timeoutSeconds": 2,
         "failureThreshold": failures,
@@ -136,21 +141,31 @@ def container(
     only_grpc: bool = False,
     env: list[dict[str, str]] | None = None,
 ) -> dict[str, Any]:
-    """The model server's container: ports, probes, resources, a locked-down security context."""
+    """The model server's container: ports, probes, resources, a locked-down security context.
+
+    ``only_grpc``: the gRPC port is the only one declared, and probed over gRPC (a platform that
+    takes the container's single port as its serving port, and may probe only that one).
+    """
     ports = []
     if not only_grpc:
         ports.append({"name": http_port_name, "containerPort": facts.http_port, "protocol": "TCP"})
     if facts.grpc:
         ports.append({"name": grpc_port_name, "containerPort": facts.grpc_port, "protocol": "TCP"})
+    if only_grpc:
+        ready = {"grpc": {"port": facts.grpc_port}}
+        live = {"grpc": {"port": facts.grpc_port, "service": GRPC_LIVE_SERVICE}}
+    else:
+        ready = {"httpGet": {"path": READY_PATH, "port": facts.http_port}}
+        live = {"httpGet": {"path": LIVE_PATH, "port": facts.http_port}}
     out: dict[str, Any] = {"name": name, "image": facts.image}
     if env:
         out["env"] = env
     out.update(
         {
             "ports": ports,
-            "readinessProbe": _probe(READY_PATH, facts.http_port, 5, 3),
+            "readinessProbe": _probe(ready, 5, 3),
             # liveness answers at once while a large model loads, so no startup probe is needed
-            "livenessProbe": _probe(LIVE_PATH, facts.http_port, 10, 6),
+            "livenessProbe": _probe(live, 10, 6),
             "resources": resources(facts),
             "securityContext": {
                 "runAsNonRoot": True,
@@ -209,7 +224,8 @@ def kserve(
 
     KServe reads a custom container's protocol from its ``PROTOCOL`` env (``v1``/``v2``) and
     routes gRPC to the port named ``h2c``: ``grpc-v2`` is v2 on the gRPC port (the image must be
-    built with ``--grpc``). ``weights`` (an OCI reference) becomes ``STORAGE_URI=oci://...``:
+    built with ``--grpc``), the only port declared, so it is probed with ``grpc:`` probes too
+    (the HTTP port still serves inside the pod, but is not the one KServe routes to). ``weights`` (an OCI reference) becomes ``STORAGE_URI=oci://...``:
     KServe's storage initializer then puts those files at /mnt/models, where the runtime's
     ``OCIFORGE_WEIGHTS_DIR`` points. (In serverless mode, Knative's ``emptyDir`` feature flag,
     on by default in recent releases, must allow the ``/tmp`` volume.)
@@ -234,9 +250,7 @@ def kserve(
         only_grpc=grpc,
         env=env,
     )
-    if grpc:  # KServe takes the container's single port as the serving port
-        ctr["ports"] = [p for p in ctr["ports"] if p["name"] == "h2c"]
-    elif facts.grpc:
+    if facts.grpc and not grpc:  # KServe takes the container's single port as the serving port
         ctr["ports"] = [p for p in ctr["ports"] if p["name"] == "http1"]
     predictor: dict[str, Any] = {
         "minReplicas": replicas,

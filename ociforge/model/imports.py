@@ -31,6 +31,7 @@ _STRING_OPS = {
 }
 # Modules the runtime image provides itself: never user code, never an extra requirement.
 _PROVIDED = {"ociforge_runtime", "ociforge", "cloudpickle", "__main__", "__mp_main__"}
+_SUBIMPORT = object()  # what the memo holds for cloudpickle's subimport function
 
 
 def referenced_modules(pickled: bytes) -> set[str]:
@@ -56,21 +57,28 @@ def referenced_modules(pickled: bytes) -> set[str]:
             memo[int(arg)] = last
             continue
         if name in ("GET", "BINGET", "LONG_BINGET"):
+            # a later subimport reuses the memoized function, and its module name is often a
+            # string memoized before (from the code's names): both come back by GET
             last = memo.get(int(arg))
             strings.append(last)
+            if after_subimport and isinstance(last, str):
+                modules.add(last)
+                after_subimport = False
+            elif last is _SUBIMPORT:
+                after_subimport = True
             continue
         if name == "GLOBAL":
             module, _, attr = str(arg).partition(" ")
             modules.add(module)
             after_subimport = attr in ("subimport", "dynamic_subimport")
-            last = None
+            last = _SUBIMPORT if after_subimport else None
             continue
         if name == "STACK_GLOBAL" and len(strings) >= 2:
             module, attr = strings[-2], strings[-1]
             if isinstance(module, str):
                 modules.add(module)
             after_subimport = attr in ("subimport", "dynamic_subimport")
-            last = None
+            last = _SUBIMPORT if after_subimport else None
             continue
         last = None
     return modules

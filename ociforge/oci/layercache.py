@@ -4,15 +4,22 @@ A layer made from inputs that are themselves content-addressed (wheels by sha256
 sha256) is a pure function of those inputs and of the settings that shape its bytes. The key
 hashes all of them, including the compressor's library version, since deflate and zstd output
 can change between library builds; a hit is used only if its blob is still in the store.
+
+A build may :func:`attach` a *peer* to its store (:class:`ociforge.cache.memo.BuildMemo`): a
+memo shared through a registry or a layout. A local miss then asks the peer, whose hit is a layer
+whose blob lives there (nothing is made, nothing downloaded); and every layer found or made here
+is told to the peer, which publishes it after the build.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import weakref
 import zlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 import zstandard
 from zlib_ng import zlib_ng
@@ -56,12 +63,39 @@ def remember(store: BlobStore, key: str, layer: Layer) -> None:
     atomic_write(_path(store, key), canonical_json(record), mkdir=True)
 
 
+class Peer(Protocol):
+    """A memo beyond this machine's store (see the module docstring)."""
+
+    def layer(self, key: str) -> Layer | None: ...
+
+    def note(self, key: str, layer: Layer) -> None: ...
+
+
+_peers: weakref.WeakKeyDictionary[BlobStore, Peer] = weakref.WeakKeyDictionary()
+
+
+def attach(store: BlobStore, peer: Peer | None) -> None:
+    """Let ``peer`` answer (and hear of) ``store``'s memo lookups; None detaches."""
+    if peer is None:
+        _peers.pop(store, None)
+    else:
+        _peers[store] = peer
+
+
 def memoized(store: BlobStore, key: str, make: Callable[[], Layer | None]) -> Layer | None:
-    """The remembered layer for ``key``, or ``make()``'s, remembered for next time (``make``
-    may return None when there is nothing to write: nothing is remembered then)."""
+    """The remembered layer for ``key`` (here, else from the store's peer), or ``make()``'s,
+    remembered for next time (``make`` may return None when there is nothing to write: nothing
+    is remembered then)."""
+    peer = _peers.get(store)
     layer = lookup(store, key)
+    if layer is None and peer is not None:
+        found = peer.layer(key)
+        if found is not None:
+            return found  # its blob is the peer's: nothing to remember here
     if layer is None:
         layer = make()
         if layer is not None:
             remember(store, key, layer)
+    if layer is not None and peer is not None:
+        peer.note(key, layer)
     return layer

@@ -29,10 +29,12 @@ a pure-Python wheel's layer is the same blob in the amd64 and the arm64 image (u
 from __future__ import annotations
 
 import functools
+import hashlib
 import io
 import os
 import posixpath
 import sys
+import threading
 import zipfile
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -59,7 +61,10 @@ from .wheelcache import fetch
 from .wheelzip import SharedZip, WheelZip
 
 INSTALLER_NAME = b"ociforge\n"
-BIG_WHEEL = 10 << 20  # wheels this large (compressed) get a layer of their own
+BIG_WHEEL = 10 << 20  # wheels this large (compressed) come first, each a layer of its own
+# Up to this many wheels, every wheel is a layer; beyond, small ones share layers (container
+# runtimes refuse images of more than about 127 layers, and the base has some).
+MAX_WHEEL_LAYERS = 64
 ANNOTATION = "org.ociforge.wheels"
 
 
@@ -240,17 +245,31 @@ class WheelGroup:
     wheels: tuple[LockedWheel, ...]
 
 
-def plan_layers(lock: Lock, big: int = BIG_WHEEL) -> list[WheelGroup]:
-    """How :func:`wheel_layers` groups a lock's wheels (big ones alone, then small by kind)."""
+def plan_layers(lock: Lock, big: int = BIG_WHEEL, most: int = MAX_WHEEL_LAYERS) -> list[WheelGroup]:
+    """How :func:`wheel_layers` groups a lock's wheels: big ones, then the small platform wheels,
+    then the small pure ones, each wheel a layer of its own. Adding, removing or bumping one
+    package then rewrites that package's layer alone, and a push sends it alone (with all the
+    small wheels in one layer, adding ``six`` re-sent 1.5 MB of other packages).
+
+    A lock of more than ``most`` wheels puts its small wheels of each kind into buckets picked by
+    a hash of the name: stable, so one more package still changes one bucket's layer only.
+    """
     bigs = [w for w in lock.packages if (w.size or 0) >= big]
     small = [w for w in lock.packages if (w.size or 0) < big]
     groups = [WheelGroup("big", (w,)) for w in bigs]
-    plat = tuple(w for w in small if not w.pure)
-    pure = tuple(w for w in small if w.pure)
-    if plat:
-        groups.append(WheelGroup("platform", plat))
-    if pure:
-        groups.append(WheelGroup("pure", pure))
+    plat = [w for w in small if not w.pure]
+    pure = [w for w in small if w.pure]
+    if len(lock.packages) <= most:
+        groups += [WheelGroup("platform", (w,)) for w in plat]
+        groups += [WheelGroup("pure", (w,)) for w in pure]
+        return groups
+    room = max(2, most - len(bigs))
+    for kind, wheels, n in (("platform", plat, room // 2), ("pure", pure, room - room // 2)):
+        buckets: dict[int, list[LockedWheel]] = {}
+        for w in wheels:
+            h = int.from_bytes(hashlib.sha256(w.name.lower().encode()).digest()[:8], "big")
+            buckets.setdefault(h % n, []).append(w)
+        groups += [WheelGroup(kind, tuple(buckets[b])) for b in sorted(buckets)]
     return groups
 
 
@@ -295,9 +314,20 @@ def wheel_layers(
     target = target or lock.target
     if store is None:
         raise InvalidInput("wheel_layers needs a blob store to write the layers into")
-    files = list(paths) if paths is not None else fetch(lock, cache, offline=offline)
-    by_sha = {w.sha256: Path(p) for w, p in zip(lock.packages, files, strict=True)}
     with_pyc = bool(bytecode)
+    fetched: dict[str, Path] = {}
+    fetching = threading.Lock()
+
+    def by_sha() -> dict[str, Path]:
+        # the wheels are fetched (or ``paths`` read) only when a layer is made: a build whose
+        # layers are all remembered reads no wheel
+        with fetching:
+            if not fetched:
+                files = list(paths) if paths is not None else fetch(lock, cache, offline=offline)
+                fetched.update(
+                    (w.sha256, Path(p)) for w, p in zip(lock.packages, files, strict=True)
+                )
+            return fetched
 
     def one(group: WheelGroup) -> Layer:
         names = ",".join(f"{w.name}=={w.version}" for w in group.wheels)
@@ -319,7 +349,7 @@ def wheel_layers(
             store,
             key,
             lambda: write_layer(
-                _group_entries(group, by_sha, target, bytecode),
+                _group_entries(group, by_sha(), target, bytecode),
                 store,
                 compression,
                 annotations={ANNOTATION: names},

@@ -144,10 +144,13 @@ class Lock:
         return cls(target, pkgs, list(obj.get("requirements", [])))
 
 
-def dumps(locks: dict[Target, Lock] | list[Lock]) -> str:
+def dumps(locks: dict[Target, Lock] | list[Lock], extra: dict | None = None) -> str:
+    """The lock file's text. ``extra``: more top-level sections, JSON-ready, written as given
+    (the system packages of ``ociforge.bases.syspackages``); readers of the wheels skip them."""
     items = list(locks.values()) if isinstance(locks, dict) else list(locks)
     items.sort(key=lambda lk: lk.target.key)
     doc = {"lock-version": LOCK_VERSION, "targets": [lk.to_json() for lk in items]}
+    doc |= {k: v for k, v in (extra or {}).items() if k not in doc}
     return json.dumps(doc, indent=2, sort_keys=True) + "\n"
 
 
@@ -165,10 +168,12 @@ def loads(text: str, where: str = "lock") -> dict[Target, Lock]:
     return out
 
 
-def write_lockfile(path: str | os.PathLike, locks: dict[Target, Lock] | list[Lock]) -> Path:
+def write_lockfile(
+    path: str | os.PathLike, locks: dict[Target, Lock] | list[Lock], extra: dict | None = None
+) -> Path:
     """Write atomically: a reader sees the old lock or the new one, never half of one."""
     path = Path(path)
-    atomic_write(path, dumps(locks))
+    atomic_write(path, dumps(locks, extra))
     return path
 
 

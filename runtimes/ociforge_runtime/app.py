@@ -347,6 +347,12 @@ def create_app(
             return answered[0]
         return _model_json(with_meta({"prediction": result}))
 
+    @app.get("/predict")
+    def predict_get() -> Response:
+        """The Seldon wrapper's ``GET /predict?json=<SeldonMessage>`` (no query: a 400 in the
+        wrapper's error form, as the wrapper answers)."""
+        return seldon_form_view()
+
     @app.post("/predict/batch")
     def predict_batch() -> Response:
         results = admitted(lambda: read_input(batch=True), predictor.predict_many)

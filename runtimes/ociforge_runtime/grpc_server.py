@@ -26,6 +26,16 @@ NOT_FOUND, loading or busy UNAVAILABLE, timeout DEADLINE_EXCEEDED, a message ove
 ``OCIFORGE_MAX_REQUEST_BYTES`` RESOURCE_EXHAUSTED from gRPC itself, the model raising INTERNAL
 with a request id as on REST) and serving goes on.
 
+Health: ``grpc.health.v1.Health`` (the ``grpcio-health-checking`` package's servicer, which
+images built with ``--grpc`` carry) answers ``Check`` and ``Watch`` for the whole server (``""``)
+and for ``inference.GRPCInferenceService``: NOT_SERVING until this worker's model has loaded,
+SERVING after (the readiness of ``/v2/health/ready``), NOT_SERVING again from SIGTERM on; and
+for ``liveness``: SERVING from the start (``/v2/health/live``), so a liveness probe does not kill
+a container whose model takes minutes to load. So Kubernetes' native ``grpc:`` probes work on the
+gRPC port. Without the package (an image built
+before it was added) the inference service still serves and ``grpc_health_unavailable`` is
+logged.
+
 Stubs: ``_proto/grpc_predict_v2_pb2.py`` is generated from KServe's ``grpc_predict_v2.proto``
 (Apache-2.0, shipped beside it) by grpcio-tools 1.76.0 (protobuf gencode 6.31.1: needs
 protobuf >= 6.31.1, < 7 at run time). No ``_pb2_grpc`` module: the service is registered with a
@@ -46,6 +56,8 @@ from .errors import BadInput, ModelError, NotFound, RuntimeHTTPError
 from .predictor import Predictor
 
 SERVICE = "inference.GRPCInferenceService"
+HEALTH_SERVICES = ("", SERVICE)  # what grpc.health.v1.Health answers for, following readiness
+HEALTH_LIVE = "liveness"  # SERVING while the process serves (a gRPC liveness probe's service)
 
 # Typed ``InferTensorContents`` field per datatype (FP16 travels only as raw bytes).
 CONTENTS_FIELD = {
@@ -298,6 +310,11 @@ class GrpcServer:
                 ("grpc.so_reuseport", 1),  # every worker binds the port; the kernel spreads
             ],
         )
+        self.predictor = predictor
+        self.health = add_health(self.server)
+        # inference RPCs not yet over, answer sent included (not Watch streams, which never end)
+        self._in_flight = 0
+        self._idle = threading.Condition(self._lock)
         self.port = self.server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
         if self.port == 0:
             raise OSError(f"cannot listen for gRPC on {settings.host}:{settings.grpc_port}")
@@ -310,6 +327,10 @@ class GrpcServer:
         def handler(request: Any, context: Any) -> Any:
             start = time.perf_counter()
             status = 200
+            with self._lock:
+                self._in_flight += 1
+            if not context.add_callback(self._rpc_over):  # runs once the answer has gone out
+                self._rpc_over()  # (already over: no callback will come)
             try:
                 return method(request)
             # (context.abort raises; being raised in an except clause it passes the others)
@@ -352,20 +373,72 @@ class GrpcServer:
 
         return handler
 
+    def _rpc_over(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
+            if self._in_flight == 0:
+                self._idle.notify_all()
+
     def start(self) -> None:
         self.server.start()
         logs.event("grpc_listening", bind=f"{self.settings.host}:{self.port}")
+        if self.health is not None:
+            health, predictor = self.health, self.predictor
+
+            def serving_once_loaded() -> None:
+                predictor.wait_ready()
+                set_health(health, serving=True)  # ignored once shutting down
+
+            threading.Thread(
+                target=serving_once_loaded, name="ociforge-grpc-health", daemon=True
+            ).start()
 
     def begin_stop(self) -> threading.Event:
-        """Refuse new RPCs now; those in flight get the graceful timeout to finish."""
+        """Refuse new RPCs now (health turns NOT_SERVING, Watch streams are told); those in
+        flight get the graceful timeout to finish."""
+        if self.health is not None:
+            self.health.enter_graceful_shutdown()
         with self._lock:
             if self._stopped is None:
                 self._stopped = self.server.stop(self.settings.graceful_timeout_s)
             return self._stopped
 
     def stop(self) -> None:
-        """Stop (if not begun) and wait for the RPCs in flight, up to the graceful timeout."""
-        self.begin_stop().wait(self.settings.graceful_timeout_s + 1)
+        """Stop (if not begun) and wait for the inference RPCs in flight, up to the graceful
+        timeout; then end at once what is left (health ``Watch`` streams, which would otherwise
+        hold the worker for the whole graceful timeout)."""
+        stopped = self.begin_stop()
+        deadline = time.monotonic() + self.settings.graceful_timeout_s
+        with self._lock:
+            while self._in_flight and (left := deadline - time.monotonic()) > 0:
+                self._idle.wait(left)
+        self.server.stop(None)
+        stopped.wait(5)
+
+
+def add_health(server: Any) -> Any:
+    """Register ``grpc.health.v1.Health`` on ``server``, NOT_SERVING for now; its servicer, or
+    None (and a warning) when ``grpcio-health-checking`` is not installed."""
+    try:
+        from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+    except Exception as exc:  # noqa: BLE001 - ImportError, or protobuf's version check
+        logs.event("grpc_health_unavailable", level="warning", error=f"{type(exc).__name__}: {exc}")
+        return None
+    # non-blocking Watch: a stream holds no thread of the pool that runs ModelInfer
+    servicer = health.HealthServicer(experimental_non_blocking=True)
+    set_health(servicer, serving=False)  # the servicer starts with "" SERVING
+    # a liveness probe must pass while a large model loads (as /v2/health/live does)
+    servicer.set(HEALTH_LIVE, health_pb2.HealthCheckResponse.SERVING)
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    return servicer
+
+
+def set_health(servicer: Any, *, serving: bool) -> None:
+    from grpc_health.v1 import health_pb2
+
+    status = health_pb2.HealthCheckResponse
+    for name in HEALTH_SERVICES:
+        servicer.set(name, status.SERVING if serving else status.NOT_SERVING)
 
 
 def _request_id() -> str:

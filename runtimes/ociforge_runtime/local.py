@@ -46,7 +46,7 @@ def _file_path(sample: Any) -> str | None:
     return None
 
 
-def _as_body(sample: Any) -> tuple[bytes, str]:
+def as_body(sample: Any) -> tuple[bytes, str]:
     """A sample -> (body, Content-Type), as a client would send it to ``/predict``.
 
     bytes -> application/octet-stream; a path to a file -> its content with the
@@ -115,13 +115,13 @@ class LocalServer:
         return body
 
     def test(self, sample: Any) -> Any:
-        body, content_type = _as_body(sample)
+        body, content_type = as_body(sample)
         return self.post("/predict", body, content_type)
 
     def test_batch(self, samples: list[Any]) -> Any:
         samples = list(samples)
         if any(_is_binary(s) for s in samples):
-            parts = [(f"input-{i}", *_as_body(s)) for i, s in enumerate(samples)]
+            parts = [(f"input-{i}", *as_body(s)) for i, s in enumerate(samples)]
             return self.post("/predict/batch", _multipart(parts), "multipart/form-data")
         return self.post("/predict/batch", codec.dumps(samples), "application/json")
 

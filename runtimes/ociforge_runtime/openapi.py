@@ -203,7 +203,18 @@ def build(card: dict[str, Any]) -> dict[str, Any]:
                     ),
                     **_errors(*_PREDICT_ERRORS),
                 },
-            }
+            },
+            "get": {
+                "summary": "Seldon wrapper form: a SeldonMessage in the 'json' query parameter",
+                "tags": ["seldon"],
+                "parameters": [
+                    {"name": "json", "in": "query", "required": True, "schema": {"type": "string"}}
+                ],
+                "responses": {
+                    "200": _json(_SELDON_MESSAGE, "The SeldonMessage answer"),
+                    **_errors(400, 500, 503, 504),
+                },
+            },
         },
         "/predict/batch": {
             "post": {

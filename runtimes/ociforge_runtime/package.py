@@ -78,16 +78,31 @@ def python_tag() -> str:
     return f"{sys.version_info.major}.{sys.version_info.minor}"
 
 
+def _predicts(model: Any) -> bool:
+    """Has ``predict``, or only the Seldon wrapper's ``predict_raw`` (whole messages)."""
+    return callable(getattr(model, "predict", None)) or callable(
+        getattr(model, "predict_raw", None)
+    )
+
+
+def _raw_only(*_args: Any, **_kwargs: Any) -> Any:
+    from .errors import BadInput
+
+    raise BadInput(
+        "this model has only predict_raw(): send SeldonMessages to /api/v1.0/predictions"
+    )
+
+
 def detect_kind(model: Any, batch_size: int | None = None) -> str:
     """Classify the user's object; raises ``TypeError`` if it cannot serve predictions."""
     if inspect.isclass(model):
-        if not callable(getattr(model, "predict", None)):
+        if not _predicts(model):
             raise TypeError(
                 f"model class {model.__qualname__} has no predict() method; "
                 "a class model needs predict() (and optionally load())"
             )
         return "class"
-    if callable(getattr(model, "predict", None)):
+    if _predicts(model):
         return "object"
     if callable(model):
         return "batch" if batch_size is not None else "function"
@@ -293,7 +308,9 @@ def instantiate(obj: Any, manifest: dict[str, Any]) -> LoadedModel:
         if callable(load):
             load()
     if kind in ("object", "class"):
-        predict = instance.predict
+        predict = getattr(instance, "predict", None)
+        if not callable(predict) and callable(getattr(instance, "predict_raw", None)):
+            predict = _raw_only  # other routes answer 400; the Seldon ones call predict_raw
         tags = getattr(instance, "tags", None)
         metrics = getattr(instance, "metrics", None)
     else:

@@ -124,6 +124,10 @@ class Predictor:
     def ready(self) -> bool:
         return self._loaded.is_set()
 
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """Block until the model has loaded (True), or ``timeout`` seconds pass (False)."""
+        return self._loaded.wait(timeout)
+
     @property
     def card(self) -> dict[str, Any]:
         if self.model is not None:

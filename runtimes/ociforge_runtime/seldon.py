@@ -20,6 +20,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from . import tftensor
 from .errors import BadInput
 
 PAYLOAD_KEYS = ("data", "binData", "strData", "jsonData")
@@ -93,7 +94,7 @@ def extract(msg: Any) -> tuple[Any, dict[str, Any] | None, dict[str, Any] | None
             except ValueError as exc:
                 raise BadInput(f"'data.ndarray' is not a regular array: {exc}") from None
         elif "tftensor" in datadef:
-            raise BadInput("'data.tftensor' is not supported; send 'ndarray' or 'tensor'")
+            features = tftensor.decode(datadef["tftensor"])
         else:
             features = np.array([])
         names = datadef.get("names", [])
@@ -189,12 +190,16 @@ def construct(
         numeric = np.issubdtype(arr.dtype, np.number)
         data_in = request_msg.get("data") if isinstance(request_msg, dict) else None
         if data_in is not None:
-            use_tensor = numeric and isinstance(data_in, dict) and "tensor" in data_in
+            form_in = isinstance(data_in, dict) and numeric
+            use_tensor = form_in and "tensor" in data_in
+            use_tftensor = form_in and not use_tensor and "tftensor" in data_in
         else:
-            use_tensor = numeric
+            use_tensor, use_tftensor = numeric, False
         if use_tensor:
             body: Any = {"values": arr.ravel().tolist(), "shape": list(arr.shape)}
             kind = "tensor"
+        elif use_tftensor:
+            body, kind = tftensor.encode(arr), "tftensor"
         else:
             body, kind = as_list, "ndarray"
         data: dict[str, Any] = {kind: body}
@@ -308,6 +313,52 @@ def metadata(obj: Any, card: dict[str, Any]) -> dict[str, Any]:
     return meta
 
 
+def env_flag(name: str) -> bool:
+    """A boolean variable as the wrapper's ``getenv_as_bool`` reads it (1, true, t)."""
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "t")
+
+
+def read_raw_request(req: Any, decode_json: Callable[[bytes], Any]) -> Any:
+    """The request as ``get_request(skip_decoding=True)`` gives it (``PAYLOAD_PASSTHROUGH``):
+    the ``json`` form or query field as text, else the body's bytes (multipart still decoded)."""
+    if req.mimetype == "multipart/form-data":
+        return read_request(req, decode_json)
+    field = None
+    if req.mimetype == "application/x-www-form-urlencoded":
+        field = req.form.get("json")
+    if not field:
+        field = req.args.get("json")
+    if field:
+        return field
+    return req.get_data(cache=False)
+
+
+def not_implemented(exc: BaseException) -> bool:
+    """Raised by a ``*_raw`` hook of a ``SeldonComponent`` subclass that does not override it:
+    the wrapper then goes on with the ordinary method. Matched by name, so an image needs no
+    seldon-core for the ordinary case."""
+    return any(cls.__name__ == "SeldonNotImplementedError" for cls in type(exc).__mro__)
+
+
+_NOT_IMPLEMENTED = object()
+
+
+def as_feedback_proto(msg: dict[str, Any]) -> Any:
+    """The wrapper hands ``send_feedback_raw`` a ``prediction_pb2.Feedback``: given one when the
+    image has seldon-core (the model's own requirement, never ociforge's: looked up by name,
+    so neither the runtime nor its tests depend on it), else the JSON object."""
+    import importlib
+
+    try:
+        json_to_feedback = importlib.import_module("seldon_core.utils").json_to_feedback
+    except Exception:  # noqa: BLE001 - not installed (or broken): the dict, documented
+        return msg
+    try:
+        return json_to_feedback(msg)
+    except Exception as exc:  # noqa: BLE001 - its parse errors: a 400 as the wrapper's
+        raise BadInput(f"feedback is not a Seldon Feedback message: {exc}") from None
+
+
 def register(
     app: Any, predictor: Any, *, admitted: Any, error_response: Any, decode_json: Any
 ) -> Any:
@@ -321,13 +372,83 @@ def register(
     from .metrics import record_model_metrics
 
     cache: dict[str, Any] = {}
+    passthrough = env_flag("PAYLOAD_PASSTHROUGH")
+    include_metrics = (
+        os.environ.get("INCLUDE_METRICS_IN_CLIENT_RESPONSE", "true").strip().lower() == "true"
+    )
 
     def instance() -> Any:
         model = predictor.model
         return model.instance if model is not None else None
 
     def to_response(body: Any) -> Any:
+        if isinstance(body, Response):  # a raw hook's own answer
+            return body
         return Response(encode_response(body), mimetype="application/json")
+
+    def raw_answer(result: Any, method: str) -> Any:
+        """What a ``*_raw`` hook returned, answered as the wrapper answers it: a dict (or a
+        protobuf message, as JSON) as it is, with its ``meta.metrics`` exported (and dropped
+        from the answer when ``INCLUDE_METRICS_IN_CLIENT_RESPONSE`` is not true); text or bytes
+        verbatim (``PAYLOAD_PASSTHROUGH``); ``predict_raw``'s ``status.code`` as the status."""
+        if isinstance(result, (bytes, bytearray, str)):
+            return Response(
+                bytes(result) if not isinstance(result, str) else result,
+                mimetype="application/json",
+            )
+        if hasattr(result, "DESCRIPTOR") and hasattr(result, "SerializeToString"):
+            from google.protobuf import json_format
+
+            result = json_format.MessageToDict(result)
+        if not isinstance(result, (dict, list)):
+            raise ModelError(
+                f"{method} returned {type(result).__name__}: expected a dict (a SeldonMessage)",
+                public=f"the model's {method} did not return a SeldonMessage",
+            )
+        status = 200
+        if isinstance(result, dict):
+            meta = result.get("meta")
+            metrics = meta.get("metrics") if isinstance(meta, dict) else None
+            if isinstance(metrics, list) and metrics:
+                record_model_metrics(predictor.registry, metrics)
+                if not include_metrics:
+                    del meta["metrics"]
+            code = (result.get("status") or {}) if method == "predict_raw" else {}
+            code = code.get("code") if isinstance(code, dict) else None
+            if isinstance(code, int) and not isinstance(code, bool) and 100 <= code <= 599:
+                status = code
+        return Response(encode_response(result), status=status, mimetype="application/json")
+
+    def try_raw(method: str, arg: Any, admission: Any) -> tuple[Any, Any]:
+        """Call the model's ``method`` (``predict_raw``...) with the whole request when it has
+        one, as the wrapper does before anything else: ``(answer, admission)``, the answer None
+        when there is no such hook or it raised ``SeldonNotImplementedError`` (then the
+        admission is a fresh one for the ordinary method, the first having been used)."""
+        fn = getattr(instance(), method, None)
+        if not callable(fn):
+            return None, admission
+        hook_arg = as_feedback_proto(arg) if method == "send_feedback_raw" else arg
+
+        def run() -> Any:
+            try:
+                return fn(hook_arg)
+            except Exception as exc:
+                if not_implemented(exc):
+                    return _NOT_IMPLEMENTED
+                raise
+
+        result = predictor.call(run, admission)
+        if result is _NOT_IMPLEMENTED:
+            return None, predictor.admit()
+        return raw_answer(result, method), admission
+
+    def decoded(msg: Any) -> Any:
+        """A passed-through payload (text or bytes) decoded, for the ordinary method."""
+        if isinstance(msg, str):
+            return decode_json(msg.encode("utf-8"))
+        if isinstance(msg, (bytes, bytearray)):
+            return decode_json(bytes(msg))
+        return msg
 
     def seldon_error(exc: Exception) -> Any:
         plain = error_response(exc)
@@ -365,12 +486,21 @@ def register(
                 public="the model's output cannot be encoded as a SeldonMessage",
             ) from exc
 
-    def seldon_route(handler: Callable[[Any, Any], Any]) -> Callable[[], Any]:
-        """A route: take a slot, read and check the message, call ``handler(msg, admission)``."""
+    def seldon_route(
+        handler: Callable[[Any, Any], Any], *, raw_payload: bool = False
+    ) -> Callable[[], Any]:
+        """A route: take a slot, read and check the message, call ``handler(msg, admission)``.
+        ``raw_payload``: under ``PAYLOAD_PASSTHROUGH``, a model with ``predict_raw`` gets the
+        payload undecoded."""
+
+        def read() -> Any:
+            if raw_payload and passthrough and callable(getattr(instance(), "predict_raw", None)):
+                return read_raw_request(request, decode_json)
+            return read_request(request, decode_json)
 
         def view() -> Any:
             try:
-                return to_response(admitted(lambda: read_request(request, decode_json), handler))
+                return to_response(admitted(read, handler))
             except Exception as exc:  # noqa: BLE001 - answered in the wrapper's error form
                 return seldon_error(exc)
 
@@ -387,16 +517,23 @@ def register(
 
     @guarded
     def do_predict(msg: Any, admission: Any) -> Any:
-        features, meta, datadef, _ = extract(msg)
-        model, obj = predictor.model, instance()
-        if model.kind in ("function", "batch") or predictor.batch_size:
-            result, metrics = predictor.predict(features, admission), None
-        else:
-            names = names_of(datadef)
-            result, metrics = user_call(
-                lambda: call_user(obj.predict, features, names, meta=meta), admission
-            )
-        return build(obj, False, msg, result, meta, metrics)
+        answer, admission = try_raw("predict_raw", msg, admission)
+        if answer is not None:
+            return answer
+        try:
+            msg = decoded(msg)
+            features, meta, datadef, _ = extract(msg)
+            model, obj = predictor.model, instance()
+            if model.kind in ("function", "batch") or predictor.batch_size:
+                result, metrics = predictor.predict(features, admission), None
+            else:
+                names = names_of(datadef)
+                result, metrics = user_call(
+                    lambda: call_user(obj.predict, features, names, meta=meta), admission
+                )
+            return build(obj, False, msg, result, meta, metrics)
+        finally:
+            admission.release()  # the fresh one after a raw hook, when nothing took it
 
     def answer_predict(msg: Any, admission: Any) -> Any:
         try:
@@ -407,17 +544,23 @@ def register(
     def transform(method: str) -> Callable[[Any, Any], Any]:
         @guarded
         def handler(msg: Any, admission: Any) -> Any:
-            features, meta, datadef, _ = extract(msg)
-            obj = instance()
-            fn = getattr(obj, method, None)
-            names = names_of(datadef)
-            if callable(fn):
-                result, metrics = user_call(
-                    lambda: call_user(fn, features, names, meta=meta), admission
-                )
-            else:  # the wrapper passes the payload through
-                result, metrics = features, None
-            return build(obj, method == "transform_input", msg, result, meta, metrics)
+            answer, admission = try_raw(f"{method}_raw", msg, admission)
+            if answer is not None:
+                return answer
+            try:
+                features, meta, datadef, _ = extract(msg)
+                obj = instance()
+                fn = getattr(obj, method, None)
+                names = names_of(datadef)
+                if callable(fn):
+                    result, metrics = user_call(
+                        lambda: call_user(fn, features, names, meta=meta), admission
+                    )
+                else:  # the wrapper passes the payload through
+                    result, metrics = features, None
+                return build(obj, method == "transform_input", msg, result, meta, metrics)
+            finally:
+                admission.release()
 
         return handler
 
@@ -430,19 +573,36 @@ def register(
 
     @guarded
     def do_route(msg: Any, admission: Any) -> Any:
-        features, meta, datadef, _ = extract(msg)
-        fn = needs("route")
-        names = names_of(datadef)
-        result, metrics = user_call(lambda: call_user(fn, features, names, meta=meta), admission)
-        if not isinstance(result, int) or isinstance(result, bool):
-            raise ModelError(
-                f"routing response must be int but got {result!r}",
-                public="the model's route() did not return an int",
+        answer, admission = try_raw("route_raw", msg, admission)
+        if answer is not None:
+            return answer
+        try:
+            features, meta, datadef, _ = extract(msg)
+            fn = needs("route")
+            names = names_of(datadef)
+            result, metrics = user_call(
+                lambda: call_user(fn, features, names, meta=meta), admission
             )
-        return build(instance(), False, msg, _np().array([[result]]), None, metrics)
+            if not isinstance(result, int) or isinstance(result, bool):
+                raise ModelError(
+                    f"routing response must be int but got {result!r}",
+                    public="the model's route() did not return an int",
+                )
+            return build(instance(), False, msg, _np().array([[result]]), None, metrics)
+        finally:
+            admission.release()
 
     @guarded
     def do_aggregate(msg: Any, admission: Any) -> Any:
+        answer, admission = try_raw("aggregate_raw", msg, admission)
+        if answer is not None:
+            return answer
+        try:
+            return aggregate(msg, admission)
+        finally:
+            admission.release()
+
+    def aggregate(msg: Any, admission: Any) -> Any:
         if isinstance(msg, dict) and isinstance(msg.get("seldonMessages"), list):
             msgs = msg["seldonMessages"]
         elif isinstance(msg, list):
@@ -471,6 +631,15 @@ def register(
     def do_feedback(msg: Any, admission: Any) -> Any:
         if not isinstance(msg, dict):
             raise BadInput("feedback must be an object: {request, response, reward, truth}")
+        answer, admission = try_raw("send_feedback_raw", msg, admission)
+        if answer is not None:
+            return answer
+        try:
+            return feedback(msg, admission)
+        finally:
+            admission.release()
+
+    def feedback(msg: Any, admission: Any) -> Any:
         req_msg = msg.get("request") or {}
         features, _, datadef, _ = extract(req_msg) if req_msg else (None, None, None, "")
         truth = extract(msg["truth"])[0] if msg.get("truth") else None
@@ -493,7 +662,7 @@ def register(
             result = _np().array([])
         return build(obj, False, req_msg, result, None, metrics)
 
-    cache["predict"] = seldon_route(do_predict)
+    cache["predict"] = seldon_route(do_predict, raw_payload=True)
 
     routes = [
         ("/api/v1.0/predictions", "seldon_predictions", do_predict, ["POST"]),
@@ -517,7 +686,8 @@ def register(
         ("/aggregate", "seldon_aggregate", do_aggregate, ["GET", "POST"]),
     ]
     for rule, endpoint, handler, methods in routes:
-        app.add_url_rule(rule, endpoint, seldon_route(handler), methods=methods)
+        view = seldon_route(handler, raw_payload=handler is do_predict)
+        app.add_url_rule(rule, endpoint, view, methods=methods)
 
     def ping() -> Any:
         return Response("pong", mimetype="text/html")
@@ -529,6 +699,13 @@ def register(
 
                 raise NotReady("model is still loading")
             obj = instance()
+            raw = getattr(obj, "health_status_raw", None)
+            if callable(raw):  # the wrapper answers it as it is
+                try:
+                    return to_response(raw_answer(raw(), "health_status_raw"))
+                except Exception as exc:
+                    if not not_implemented(exc):
+                        raise
             fn = getattr(obj, "health_status", None)
             result = fn() if callable(fn) else "healthy"
             return to_response(build(obj, False, {}, result, None, None))

@@ -1,6 +1,7 @@
 """The CI recipes in docs/ci run their commands for real: ``docs/ci/build-and-push.sh`` (what
 the GitHub Actions and GitLab CI jobs run) against a real registry with basic auth, credentials
-from the environment only, no TTY, and ``build.json`` as machine-readable output."""
+from the environment only, no TTY, and ``build.json`` as machine-readable output. The registry is
+their cache: a second job on a fresh runner (empty ociforge cache and HOME) downloads no wheel."""
 
 from __future__ import annotations
 
@@ -24,12 +25,16 @@ def test_recipes_run_the_script():
     gh = yaml.safe_load((CI / "github-actions.yml").read_text())
     steps = gh["jobs"]["image"]["steps"]
     assert any("docs/ci/build-and-push.sh" in s.get("run", "") for s in steps)
-    assert any(s.get("uses", "").startswith("actions/cache") for s in steps)
-    assert "OCIFORGE_CACHE" in gh["jobs"]["image"]["env"]
+    # the registry is the cache: no CI cache kept between jobs
+    assert not any(s.get("uses", "").startswith("actions/cache") for s in steps)
+    assert "OCIFORGE_CACHE" not in gh["jobs"]["image"]["env"]
+    assert gh["jobs"]["image"]["permissions"]["packages"] == "write"  # image and cache entries
     gl = yaml.safe_load((CI / "gitlab-ci.yml").read_text())["model-image"]
     assert any("docs/ci/build-and-push.sh" in line for line in gl["script"])
-    assert ".ociforge-cache/" in gl["cache"]["paths"]
+    assert "cache" not in gl
     assert "services" not in gl  # no docker:dind
+    script = (CI / "build-and-push.sh").read_text()
+    assert "--offline" not in script and '--cache "$CACHE"' in script
 
 
 def test_build_and_push_script_with_env_credentials(project, tool, tmp_path):
@@ -50,15 +55,7 @@ def test_build_and_push_script_with_env_credentials(project, tool, tmp_path):
             "CI": "true",
         }
         env.pop("DOCKER_CONFIG", None)
-        proc = subprocess.run(
-            ["sh", str(CI / "build-and-push.sh")],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            stdin=subprocess.DEVNULL,
-        )
+        proc = _run_script(tmp_path, env)
         assert proc.returncode == 0, proc.stderr[-4000:]
         assert reg.password not in proc.stdout + proc.stderr
         result = json.loads(Path(tmp_path / "build.json").read_text())
@@ -74,6 +71,37 @@ def test_build_and_push_script_with_env_credentials(project, tool, tmp_path):
         ).stdout.encode()
         assert "sha256:" + hashlib.sha256(raw).hexdigest() == result["digest"]
         assert "\r" not in proc.stderr  # plain lines, no TTY progress bars
+        # the next job, on a fresh runner (the first used the warm session cache), after a change
+        # of the model: the registry is the cache
+        (tmp_path / "model.py").write_text(MODEL.replace("2.0", "3.0"))
+        runner = tmp_path / "runner-2"
+        env = {**env, "OCIFORGE_CACHE": str(runner / "cache"), "HOME": str(runner)}
+        env["IMAGE"] = reg.ref("team/model:ci2")
+        proc = _run_script(tmp_path, env)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        assert not (runner / "cache" / "wheels").exists()  # no wheel downloaded
+        assert not (runner / "cache" / "debs").exists()  # no .deb either
+        again = json.loads(Path(tmp_path / "build.json").read_text())
+        changed = [
+            layer["what"]
+            for layer, before in zip(
+                again["layers"][PLATFORM], result["layers"][PLATFORM], strict=True
+            )
+            if layer["digest"] != before["digest"]
+        ]
+        assert changed == ["model"]
+
+
+def _run_script(cwd: Path, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["sh", str(CI / "build-and-push.sh")],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def test_bad_input_exits_2_with_one_line():

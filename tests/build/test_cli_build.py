@@ -128,3 +128,29 @@ def test_same_script_in_two_folders_builds_one_digest(tmp_path, cli, monkeypatch
     for blob in (layouts[1] / "blobs" / "sha256").iterdir():
         if blob.stat().st_size < 64 << 10:  # manifests, configs, the index
             assert str(tmp_path).encode() not in blob.read_bytes(), blob.name
+
+
+def test_every_setting_the_build_reads_is_accepted(tmp_path):
+    """``run`` reads ``check_libraries`` from [tool.ociforge]; an unlisted setting is refused
+    as unknown before it is read, so each setting the command reads must be listed."""
+    import ast
+    import inspect
+
+    from ociforge.cli import build as cli_build
+
+    tree = ast.parse(inspect.getsource(cli_build))
+    read = {
+        node.args[0].value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "get"
+        and isinstance(node.func.value, ast.Name)
+        and node.func.value.id == "s"
+        and node.args
+        and isinstance(node.args[0], ast.Constant)
+    }
+    assert "check_libraries" in read
+    assert read <= set(cli_build.SETTINGS)
+    (tmp_path / "pyproject.toml").write_text("[tool.ociforge]\ncheck_libraries = false\n")
+    assert cli_build.project_settings(tmp_path) == {"check_libraries": False}

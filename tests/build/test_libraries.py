@@ -90,13 +90,13 @@ def test_startup_module_fails_the_build_naming_each_library(tmp_path):
         _check(target, lock, wheels, base, ["glpkg.model"], lookup)
     msg = str(err.value)
     assert f"glpkg/_gl.{SO} needs libGL.so.1" in msg and "libEGL.so.1" in msg
-    assert "Debian package libgl1" in msg and "check_libraries=False" in msg
+    assert 'add system_packages=["libgl1"]' in msg and "check_libraries=False" in msg
     # not imported at start: one warning line per library, and the build goes on
     lines: list[str] = []
     missing = _check(target, lock, wheels, base, ["other"], lookup, lines.append)
     assert {m.library for m in missing} == {"libGL.so.1", "libEGL.so.1"}
     assert len(lines) == 2 and all(line.startswith("warning: linux/amd64: ") for line in lines)
-    assert any("libGL.so.1" in line and "Debian package libgl1" in line for line in lines)
+    assert any("libGL.so.1" in line and 'add system_packages=["libgl1"]' in line for line in lines)
 
 
 def _check(target, lock, wheels, base, roots, lookup, warn=None):
@@ -230,7 +230,7 @@ def test_build_fails_when_a_startup_module_needs_a_missing_library(tmp_path, gl_
     with pytest.raises(BuildError) as err:
         ociforge.build(model, requirements=["glneed==1.0"], to=f"oci:{tmp_path / 'out'}:m")
     msg = str(err.value)
-    assert f"glneed/_gl.{SO} needs libGL.so.1" in msg and "Debian package libgl1" in msg
+    assert f"glneed/_gl.{SO} needs libGL.so.1" in msg and 'add system_packages=["libgl1"]' in msg
     assert not (tmp_path / "out").exists()
     # check_libraries=False builds it
     result = ociforge.build(

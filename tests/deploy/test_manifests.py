@@ -236,8 +236,13 @@ def test_kserve_inference_service(facts, protocol, kserve_python, validate_pytho
     assert env["PROTOCOL"] == ("v1" if protocol == "v1" else "v2")
     if protocol == "grpc-v2":
         assert ctr["ports"] == [{"name": "h2c", "containerPort": 8081, "protocol": "TCP"}]
+        # the one declared port is probed, over gRPC (grpc.health.v1.Health in the runtime)
+        assert ctr["readinessProbe"]["grpc"] == {"port": 8081}
+        assert ctr["livenessProbe"]["grpc"] == {"port": 8081, "service": "liveness"}
+        assert "httpGet" not in ctr["readinessProbe"] and "httpGet" not in ctr["livenessProbe"]
     else:
         assert ctr["ports"] == [{"name": "http1", "containerPort": 8080, "protocol": "TCP"}]
+        assert ctr["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": 8080}
     if weights:
         assert env["STORAGE_URI"] == f"oci://{weights}"
     [checked] = run_peer(kserve_python, KSERVE_CHECK, docs)

@@ -24,10 +24,12 @@ RANKS = {
     "ociforge.python": 2,
     "ociforge.transports": 2,
     "ociforge.bases": 3,
+    "ociforge.cache": 3,  # the registry cache of layer memo entries: oci and transports; builder's
     "ociforge.model": 3,
     "ociforge.examples": 3,
     "ociforge.supply": 3,  # SBOMs, referrers, cosign signatures: used by builder and airgap
     "ociforge.deploy": 3,  # Kubernetes/KServe/Seldon manifests of an image: used by builder, cli
+    "ociforge.run": 3,  # an image's tree unpacked and run under bubblewrap: used by builder, cli
     "ociforge.builder": 4,
     "ociforge.artifacts": 4,  # weights as artifacts: oci, transports and bases, beside the builder
     "ociforge.airgap": 5,

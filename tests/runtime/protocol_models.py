@@ -102,3 +102,68 @@ def tensor_model(x):
 
 def env_weights_dir():
     return os.environ.get("OCIFORGE_WEIGHTS_DIR")
+
+
+class SeldonNotImplementedError(Exception):
+    """Named like seldon-core's: a ``*_raw`` hook raising it hands over to the ordinary method
+    (what ``SeldonComponent``'s defaults raise; matched by name, no seldon-core needed)."""
+
+
+class RawModel:
+    """A model with the wrapper's ``*_raw`` hooks: each gets the whole request message and
+    answers a whole SeldonMessage; ``transform_output_raw`` is not implemented (the ordinary
+    ``transform_output`` answers)."""
+
+    def __init__(self):
+        self.feedback = []
+
+    def predict(self, X, names=None):  # never called while predict_raw answers
+        raise AssertionError("predict called although predict_raw answers")
+
+    def predict_raw(self, msg):
+        if isinstance(msg, dict) and msg.get("jsonData", {}).get("fail"):
+            return {"status": {"code": 422, "info": "refused by the model", "status": 1}}
+        return {
+            "jsonData": {"seen": msg, "hook": "predict_raw"},
+            "meta": {"metrics": [{"type": "GAUGE", "key": "raw_gauge", "value": 7}]},
+        }
+
+    def transform_input_raw(self, msg):
+        return {"jsonData": {"hook": "transform_input_raw", "keys": sorted(msg)}}
+
+    def transform_output_raw(self, msg):
+        raise SeldonNotImplementedError("transform_output_raw is not implemented")
+
+    def transform_output(self, X, names=None):
+        return np.asarray(X, dtype=float) * 3
+
+    def route_raw(self, msg):
+        return {"data": {"ndarray": [[2]]}, "meta": {"tags": {"hook": "route_raw"}}}
+
+    def aggregate_raw(self, msgs):
+        return {"jsonData": {"count": len(msgs["seldonMessages"])}}
+
+    def send_feedback_raw(self, feedback):
+        self.feedback.append(feedback["reward"])
+        return {"jsonData": {"rewards": self.feedback}}
+
+    def health_status_raw(self):
+        return {"jsonData": {"healthy": "raw"}}
+
+
+class PassthroughModel:
+    """For ``PAYLOAD_PASSTHROUGH=true``: ``predict_raw`` gets the payload undecoded (bytes of
+    the body, or the ``json`` field's text) and its answer goes out verbatim."""
+
+    def predict_raw(self, payload):
+        kind = type(payload).__name__
+        text = payload.decode("utf-8") if isinstance(payload, bytes) else payload
+        return ('{"got": ' + text + ', "as": "' + kind + '"}').encode("utf-8")
+
+
+class TfModel:
+    """A Seldon model for ``data.tftensor``: doubles what it gets, keeping its dtype."""
+
+    def predict(self, X, names=None):
+        X = np.asarray(X)
+        return X * 2

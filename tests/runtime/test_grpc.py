@@ -454,3 +454,85 @@ def test_runtime_timeout_is_deadline_exceeded(start_server):
         np.testing.assert_array_equal(quick, np.array([0.0], dtype=np.float32))
     finally:
         stub.close()
+
+
+# ------------------------------------------------------------------ grpc.health.v1.Health
+
+
+def health_check(address: str, service: str = "", timeout: float = 5):
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        return stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout).status
+
+
+def test_grpc_health_follows_readiness(start_server):
+    """What Kubernetes' native ``grpc:`` probe asks (grpcio-health-checking's own client here):
+    NOT_SERVING while the model loads, SERVING once it has (whole server and the inference
+    service), ``liveness`` SERVING all along, NOT_FOUND for another service; a ``Watch`` stream opened while loading is told of
+    the change, then of NOT_SERVING at SIGTERM, and does not hold the worker past its RPCs."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    status = health_pb2.HealthCheckResponse
+    server = started(
+        start_server,
+        runtime_models.SlowLoad,
+        # a graceful timeout far above the wait below: only ended Watch streams let it exit
+        env={"LOAD_SECONDS": "4", "OCIFORGE_GRACEFUL_TIMEOUT": "120"},
+        wait=False,
+        card={"name": "slowload"},
+    )
+    address = target(server)
+    deadline = time.monotonic() + 20
+    first = None
+    while first is None and time.monotonic() < deadline:
+        try:
+            first = health_check(address)
+        except grpc.RpcError:
+            time.sleep(0.05)
+    assert first == status.NOT_SERVING
+    assert health_check(address, "liveness") == status.SERVING  # a liveness probe passes
+    channel = grpc.insecure_channel(address)
+    try:
+        watch = health_pb2_grpc.HealthStub(channel).Watch(
+            health_pb2.HealthCheckRequest(service="inference.GRPCInferenceService"), timeout=60
+        )
+        seen = [next(watch).status]
+        assert seen == [status.NOT_SERVING]
+        seen.append(next(watch).status)  # pushed once the model has loaded
+        assert seen[-1] == status.SERVING
+        assert health_check(address) == status.SERVING
+        assert requests.get(server.url + "/v2/health/ready").status_code == 200
+        with pytest.raises(grpc.RpcError) as err:
+            health_check(address, "no.such.Service")
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND
+        server.proc.send_signal(signal.SIGTERM)
+        assert next(watch).status == status.NOT_SERVING
+        assert server.proc.wait(30) == 0
+    finally:
+        channel.close()
+
+
+def test_grpc_serves_without_the_health_package(start_server, tmp_path):
+    """An image made before grpcio-health-checking was added: inference still serves over gRPC,
+    a warning names what is missing, and the health service is UNIMPLEMENTED."""
+    shim = tmp_path / "shim"
+    (shim / "grpc_health").mkdir(parents=True)
+    (shim / "grpc_health" / "__init__.py").write_text("raise ImportError('no grpc_health')\n")
+    from tests.runtime.conftest import RUNTIMES
+
+    server = started(
+        start_server, grpc_models.affine, env={"PYTHONPATH": f"{shim}:{RUNTIMES}"}, card=AFFINE_CARD
+    )
+    stub = Stub(target(server))
+    try:
+        x = np.asarray(SAMPLE, dtype=np.float32)
+        np.testing.assert_array_equal(stub.infer("affine", x), local_prediction())
+    finally:
+        stub.close()
+    with pytest.raises(grpc.RpcError) as err:
+        health_check(target(server))
+    assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    events = [r for r in server.log_records() if r.get("event") == "grpc_health_unavailable"]
+    assert events and "no grpc_health" in events[0]["error"]

@@ -272,7 +272,7 @@ def test_request_too_large_is_413(module_server):
 def test_unknown_route_and_wrong_method_answer_json(echo):
     r = requests.get(echo.url + "/nope")
     assert r.status_code == 404 and "error" in r.json()
-    r = requests.get(echo.url + "/predict")
+    r = requests.get(echo.url + "/predict/batch")  # (GET /predict is the Seldon wrapper's)
     assert r.status_code == 405 and "error" in r.json()
     # neither matched a route: logged and counted as <unmatched>, a matched route by its template
     requests.get(echo.url + "/v2/models/echo/ready")
@@ -280,8 +280,8 @@ def test_unknown_route_and_wrong_method_answer_json(echo):
     by_path = {(rec["method"], rec["path"]): rec for rec in lines}
     assert by_path[("GET", "/nope")]["route"] == "<unmatched>"
     assert by_path[("GET", "/nope")]["status"] == 404
-    assert by_path[("GET", "/predict")]["route"] == "<unmatched>"
-    assert by_path[("GET", "/predict")]["status"] == 405
+    assert by_path[("GET", "/predict/batch")]["route"] == "<unmatched>"
+    assert by_path[("GET", "/predict/batch")]["status"] == 405
     assert by_path[("GET", "/v2/models/echo/ready")]["route"] == "/v2/models/<name>/ready"
     text = requests.get(echo.url + "/metrics").text
     assert 'ociforge_requests_total{method="GET",route="<unmatched>",status="404"}' in text

@@ -121,8 +121,12 @@ def test_layers_reproducible_shared_and_offline(local_options, tmp_path):
     assert first == 3  # helper, native (x86_64), top
     arm = wheel_layers(locks[ARM], ARM, store, cache=cache)
     assert cache.stats.downloaded == first + 2  # only armonly and the aarch64 native
-    pure_amd = [lyr for lyr in amd if "helper" in lyr.descriptor.annotations["org.ociforge.wheels"]]
-    assert [lyr.digest for lyr in amd][-1] == pure_amd[0].digest
+
+    def helper_layer(layers):
+        (lyr,) = [x for x in layers if "helper" in x.descriptor.annotations["org.ociforge.wheels"]]
+        return lyr.digest
+
+    assert helper_layer(amd) == helper_layer(arm)  # a pure wheel's layer: the same on both
     # the pure layers differ only by armonly, so compare a pure-only lock across arches
     pure = resolve(["helper"], [AMD, ARM], local_options)
     la = wheel_layers(pure[AMD], AMD, store, cache=cache)
@@ -146,6 +150,36 @@ def test_cache_verifies_on_use(local_options, tmp_path):
         fetch(lock, cache, offline=True)  # the bad file is dropped, and offline cannot refetch
     (again,) = fetch(lock, cache)
     assert again.read_bytes() != b"rotten" and cache.stats.downloaded == 2
+
+
+def test_cache_hashes_a_file_once_and_again_when_it_changed(local_options, tmp_path, monkeypatch):
+    """A verified wheel is not hashed again while its identity holds (a rebuild reads no wheel
+    bytes); a write to it, even one that keeps its size and puts its mtime back, moves its ctime,
+    and it is hashed again and dropped."""
+    import os
+    import time
+
+    from ociforge.python import wheelcache as wc
+
+    lock = resolve(["helper"], [AMD], local_options)[AMD]
+    cache = WheelCache(tmp_path / "wheels")
+    (path,) = fetch(lock, cache)
+    hashed = []
+    real = wc.sha256_file
+    monkeypatch.setattr(wc, "sha256_file", lambda p: hashed.append(p) or real(p))
+    assert cache.cached(lock.packages[0]) == path and hashed == []  # hashed as it downloaded
+    assert cache.cached(lock.packages[0]) == path and hashed == []
+    (cache.root / ".verified" / lock.packages[0].sha256).unlink()
+    assert cache.cached(lock.packages[0]) == path and len(hashed) == 1  # no stamp: hashed
+    assert cache.cached(lock.packages[0]) == path and len(hashed) == 1  # then remembered
+    st = path.stat()
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size
+    time.sleep(0.01)
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))  # the old mtime put back
+    assert cache.cached(lock.packages[0]) is None and len(hashed) == 2
+    assert not path.exists()
 
 
 def test_wheel_layers_are_remembered(tmp_path, monkeypatch):
@@ -387,3 +421,36 @@ def test_a_named_variant_still_refuses_builds_of_another(cuda_links):
     assert "nvidia-cublas-cu12 12.4.5 is built for CUDA 12, not 11" in r.stderr, r.stderr
     r = run_cli("plan", *_hermetic(cuda_links), "--variant", "cu118", "torchy==2.0+cu121")
     assert r.returncode == 2 and "cu118" in r.stderr and "torchy" in r.stderr, r.stderr
+
+
+def _wheel(name: str, size: int, pure: bool = True):
+    from ociforge.python.lock import LockedWheel
+
+    tag = "py3-none-any" if pure else "cp311-cp311-manylinux_2_17_x86_64"
+    return LockedWheel(name, "1.0", f"{name}-1.0-{tag}.whl", "", "0" * 64, size)
+
+
+def test_one_more_package_changes_one_layer_of_the_plan():
+    """Adding a small package (``six``) adds its own layer and leaves every other layer's wheels as
+    they were, so only that layer is written and pushed; so too past the per-wheel cap, where
+    small wheels share layers by a stable bucket of their name."""
+    from ociforge.python.install import plan_layers
+    from ociforge.python.lock import Lock
+    from ociforge.python.target import Target
+
+    target = Target.make("linux/amd64")
+    wheels = [_wheel("numpy", 20 << 20, False), _wheel("markupsafe", 30_000, False)]
+    wheels += [_wheel(n, 50_000) for n in ("flask", "click", "jinja2", "werkzeug", "blinker")]
+
+    def groups(ws, most=64):
+        return [tuple(w.name for w in g.wheels) for g in plan_layers(Lock(target, ws), most=most)]
+
+    before, after = groups(wheels), groups([*wheels, _wheel("six", 11_000)])
+    assert set(after) - set(before) == {("six",)}
+    assert set(before) <= set(after)
+    many = [_wheel(f"pkg{i:03d}", 1000) for i in range(150)]
+    before, after = groups(many, most=20), groups([*many, _wheel("six", 11_000)], most=20)
+    assert len(before) <= 20 and len(after) <= 20
+    changed = set(after) - set(before)
+    assert len(changed) == 1 and "six" in next(iter(changed))
+    assert len(set(before) - set(after)) <= 1
