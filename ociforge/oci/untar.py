@@ -92,6 +92,20 @@ def _resolves_inside(links: dict[str, str], path: str) -> bool:
     return True
 
 
+def copy_member(tf: tarfile.TarFile, m: tarfile.TarInfo, out: BinaryIO, what: str) -> None:
+    """Stream a regular member's content into ``out`` (chunked: memory stays flat); a member
+    whose bytes cannot be read (truncated, corrupt compression) is named with ``what``."""
+    src = tf.extractfile(m)
+    while src is not None:
+        try:
+            chunk = src.read(_CHUNK)
+        except _READ_ERRORS as e:
+            raise InvalidInput(f"{what}: member {m.name!r} cannot be read: {e}") from None
+        if not chunk:
+            break
+        out.write(chunk)
+
+
 class _Extraction:
     def __init__(self, dest: Path | None, prefix: str, limits: Limits, what: str) -> None:
         self.dest = dest
@@ -256,17 +270,7 @@ class _Extraction:
                 self.dest.parent.mkdir(parents=True, exist_ok=True)
                 out = os.open(self.dest, _FILE_FLAGS, 0o600)
             with os.fdopen(out, "wb") as f:
-                src = tf.extractfile(m)
-                while src is not None:
-                    try:
-                        chunk = src.read(_CHUNK)
-                    except _READ_ERRORS as e:
-                        raise InvalidInput(
-                            f"{self.what}: member {m.name!r} cannot be read: {e}"
-                        ) from None
-                    if not chunk:
-                        break
-                    f.write(chunk)
+                copy_member(tf, m, f, self.what)
                 os.fchmod(f.fileno(), mode)
         elif kind == "hardlink":
             to = self._under_prefix(image_path(m.linkname))

@@ -46,7 +46,7 @@ from ..errors import InvalidInput
 from ..fsutil import locked
 from ..oci.digest import VerifyingReader
 from ..oci.layer import decompressor, image_path
-from ..oci.untar import _READ_ERRORS, Limits, UnsafeArchive
+from ..oci.untar import _READ_ERRORS, Limits, UnsafeArchive, copy_member
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -260,17 +260,7 @@ class _Layer:
             self.limits.bytes += m.size
             out = os.open(base, _FILE_FLAGS, 0o600, dir_fd=fd)
             with os.fdopen(out, "wb") as f:
-                src = tf.extractfile(m)
-                while src is not None:
-                    try:
-                        chunk = src.read(_CHUNK)
-                    except _READ_ERRORS as e:
-                        raise InvalidInput(
-                            f"{tree.what}: member {m.name!r} cannot be read: {e}"
-                        ) from None
-                    if not chunk:
-                        break
-                    f.write(chunk)
+                copy_member(tf, m, f, tree.what)
                 os.fchmod(f.fileno(), _mode(m, False))
                 os.utime(f.fileno(), (m.mtime, m.mtime))
         elif m.issym():
