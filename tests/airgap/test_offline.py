@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 
 from tests.airgap.conftest import PLATFORM, image_dirs, netns_cli, ok
@@ -72,14 +71,12 @@ def test_offline_build_without_lock_names_the_lock(project, tmp_path):
     what is missing and the fetch command, with nothing written and nothing resolved."""
     blobs = Path(os.environ["OCIFORGE_CACHE"]) / "blobs" / "sha256"
     before = sorted(os.listdir(blobs))
-    started = time.monotonic()
     proc = netns_cli(
         "build", "model.py:predict", "--platform", PLATFORM,
         "--requirement", "ociforge-test-never-resolved==1.0",
         "--offline", "--to", f"oci:{tmp_path / 'out'}:m", cwd=project,
     )  # fmt: skip
     assert proc.returncode == 2, proc.stderr
-    assert time.monotonic() - started < 60
     assert "a lock file, or a resolution of these requirements for linux/amd64 (cpu)" in proc.stderr
     assert "ociforge-test-never-resolved==1.0" in proc.stderr
     assert "ociforge fetch --platform linux/amd64 -r requirements.txt --lock" in proc.stderr

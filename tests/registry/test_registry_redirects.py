@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-import time
 
 import pytest
 import requests
@@ -183,11 +182,11 @@ def test_token_redirect_within_the_realm_is_followed():
 # -- endless answers
 
 
-def _bounded(fn, seconds=10.0):
-    t0 = time.monotonic()
+def _refused(fn):
+    """The error an endless answer ends in: the caller asserts it names the limit (a client
+    that read on forever would never get here; pytest-timeout stops such a run)."""
     with pytest.raises(OciforgeError) as e:
         fn()
-    assert time.monotonic() - t0 < seconds
     return str(e.value)
 
 
@@ -195,7 +194,7 @@ def test_endless_token_answer_is_cut(no_credentials):
     with Server(lambda req: Reply(200, {"Content-Type": "application/json"}, endless())) as realm:
         auth = Authenticator("127.0.0.1:1", Credential("alice", SECRET), requests.Session())
         auth.challenge = Challenge("bearer", {"realm": f"{realm.url}/token?x=query-secret"})
-        msg = _bounded(lambda: auth.header(["repository:r:pull"]))
+        msg = _refused(lambda: auth.header(["repository:r:pull"]))
     assert "limit" in msg and realm.host in msg
     assert SECRET not in msg and "query-secret" not in msg
 
@@ -209,7 +208,7 @@ def test_endless_ping_and_error_answers_are_not_read_whole(no_credentials):
         return Reply(400, {"Content-Type": "application/json"}, endless())
 
     with Server(route) as srv:
-        msg = _bounded(
+        msg = _refused(
             lambda: registry.pull(f"{srv.host}/r:1", retry=ONE_TRY),
         )
     assert "HTTP 400" in msg
@@ -223,7 +222,7 @@ def test_endless_answer_read_whole_is_cut(no_credentials):
 
     with Server(route) as srv:
         client = Client(srv.host, loopback=True, retry=ONE_TRY)
-        msg = _bounded(lambda: client.request("GET", "/v2/r/tags/list", what="listing tags"))
+        msg = _refused(lambda: client.request("GET", "/v2/r/tags/list", what="listing tags"))
     assert "listing tags" in msg and "limit" in msg
 
 
