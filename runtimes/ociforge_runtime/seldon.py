@@ -515,25 +515,39 @@ def register(
 
         return run
 
+    def raw_first(hook: str) -> Callable[[Callable[[Any, Any], Any]], Callable[[Any, Any], Any]]:
+        """The wrapper's order for every service method: the model's ``hook`` (``predict_raw``,
+        ...) gets the whole message first; the decorated ordinary method runs only when there
+        is no hook or it declined, with the fresh admission, released after it."""
+
+        def wrap(plain: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+            def handler(msg: Any, admission: Any) -> Any:
+                answer, admission = try_raw(hook, msg, admission)
+                if answer is not None:
+                    return answer
+                try:
+                    return plain(msg, admission)
+                finally:
+                    admission.release()  # the fresh one after a raw hook, when nothing took it
+
+            return handler
+
+        return wrap
+
     @guarded
+    @raw_first("predict_raw")
     def do_predict(msg: Any, admission: Any) -> Any:
-        answer, admission = try_raw("predict_raw", msg, admission)
-        if answer is not None:
-            return answer
-        try:
-            msg = decoded(msg)
-            features, meta, datadef, _ = extract(msg)
-            model, obj = predictor.model, instance()
-            if model.kind in ("function", "batch") or predictor.batch_size:
-                result, metrics = predictor.predict(features, admission), None
-            else:
-                names = names_of(datadef)
-                result, metrics = user_call(
-                    lambda: call_user(obj.predict, features, names, meta=meta), admission
-                )
-            return build(obj, False, msg, result, meta, metrics)
-        finally:
-            admission.release()  # the fresh one after a raw hook, when nothing took it
+        msg = decoded(msg)
+        features, meta, datadef, _ = extract(msg)
+        model, obj = predictor.model, instance()
+        if model.kind in ("function", "batch") or predictor.batch_size:
+            result, metrics = predictor.predict(features, admission), None
+        else:
+            names = names_of(datadef)
+            result, metrics = user_call(
+                lambda: call_user(obj.predict, features, names, meta=meta), admission
+            )
+        return build(obj, False, msg, result, meta, metrics)
 
     def answer_predict(msg: Any, admission: Any) -> Any:
         try:
@@ -543,24 +557,19 @@ def register(
 
     def transform(method: str) -> Callable[[Any, Any], Any]:
         @guarded
+        @raw_first(f"{method}_raw")
         def handler(msg: Any, admission: Any) -> Any:
-            answer, admission = try_raw(f"{method}_raw", msg, admission)
-            if answer is not None:
-                return answer
-            try:
-                features, meta, datadef, _ = extract(msg)
-                obj = instance()
-                fn = getattr(obj, method, None)
-                names = names_of(datadef)
-                if callable(fn):
-                    result, metrics = user_call(
-                        lambda: call_user(fn, features, names, meta=meta), admission
-                    )
-                else:  # the wrapper passes the payload through
-                    result, metrics = features, None
-                return build(obj, method == "transform_input", msg, result, meta, metrics)
-            finally:
-                admission.release()
+            features, meta, datadef, _ = extract(msg)
+            obj = instance()
+            fn = getattr(obj, method, None)
+            names = names_of(datadef)
+            if callable(fn):
+                result, metrics = user_call(
+                    lambda: call_user(fn, features, names, meta=meta), admission
+                )
+            else:  # the wrapper passes the payload through
+                result, metrics = features, None
+            return build(obj, method == "transform_input", msg, result, meta, metrics)
 
         return handler
 
@@ -572,37 +581,22 @@ def register(
         return fn
 
     @guarded
+    @raw_first("route_raw")
     def do_route(msg: Any, admission: Any) -> Any:
-        answer, admission = try_raw("route_raw", msg, admission)
-        if answer is not None:
-            return answer
-        try:
-            features, meta, datadef, _ = extract(msg)
-            fn = needs("route")
-            names = names_of(datadef)
-            result, metrics = user_call(
-                lambda: call_user(fn, features, names, meta=meta), admission
+        features, meta, datadef, _ = extract(msg)
+        fn = needs("route")
+        names = names_of(datadef)
+        result, metrics = user_call(lambda: call_user(fn, features, names, meta=meta), admission)
+        if not isinstance(result, int) or isinstance(result, bool):
+            raise ModelError(
+                f"routing response must be int but got {result!r}",
+                public="the model's route() did not return an int",
             )
-            if not isinstance(result, int) or isinstance(result, bool):
-                raise ModelError(
-                    f"routing response must be int but got {result!r}",
-                    public="the model's route() did not return an int",
-                )
-            return build(instance(), False, msg, _np().array([[result]]), None, metrics)
-        finally:
-            admission.release()
+        return build(instance(), False, msg, _np().array([[result]]), None, metrics)
 
     @guarded
+    @raw_first("aggregate_raw")
     def do_aggregate(msg: Any, admission: Any) -> Any:
-        answer, admission = try_raw("aggregate_raw", msg, admission)
-        if answer is not None:
-            return answer
-        try:
-            return aggregate(msg, admission)
-        finally:
-            admission.release()
-
-    def aggregate(msg: Any, admission: Any) -> Any:
         if isinstance(msg, dict) and isinstance(msg.get("seldonMessages"), list):
             msgs = msg["seldonMessages"]
         elif isinstance(msg, list):
@@ -631,14 +625,9 @@ def register(
     def do_feedback(msg: Any, admission: Any) -> Any:
         if not isinstance(msg, dict):
             raise BadInput("feedback must be an object: {request, response, reward, truth}")
-        answer, admission = try_raw("send_feedback_raw", msg, admission)
-        if answer is not None:
-            return answer
-        try:
-            return feedback(msg, admission)
-        finally:
-            admission.release()
+        return feedback(msg, admission)
 
+    @raw_first("send_feedback_raw")
     def feedback(msg: Any, admission: Any) -> Any:
         req_msg = msg.get("request") or {}
         features, _, datadef, _ = extract(req_msg) if req_msg else (None, None, None, "")
