@@ -25,6 +25,7 @@ from pathlib import Path
 from . import (
     bases,
     builds,
+    freshrunner,
     images,
     layerwrite,
     machine,
@@ -67,6 +68,9 @@ def measure(work: Path, opts: dict, log: Log) -> tuple[list[Row], dict]:
     log("build rows (1-4)")
     built = builds.run(work, b, opts["runs"], log, zstd=opts["zstd_build"])
     rows = list(built.rows)
+    log("fresh-runner rebuild from the registry cache (2c)")
+    cold_multi = next(r.ours for r in built.rows if r.case.startswith("4. multi-arch cold"))
+    rows += freshrunner.rows(work, work / "forge-multi" / "cache", cold_multi, opts["runs"], log)
 
     log("image sizes (7)")
     ours_img = images.open_image(built.gzip_image, "iris")

@@ -16,6 +16,10 @@ each, loaded by the same clients; and each server's cold start.
   client processes with a thread per in-flight call, each calling one after another; all servers
   up at once, loaded in interleaved bursts (``runtime_bench.interleaved``).
 * Cold start: process start to the first successful v2 ``infer`` over REST, alternating sides.
+* Server CPU per request (in the requests/s rows' notes): the CPU time of each server's whole
+  process tree (``/proc``) over its bursts, divided by the requests it answered. On a shared
+  machine requests/s also depends on the scheduler's share (a server with more threads gets
+  more of a busy CPU); CPU per request does not, so it says which server does less work.
 """
 
 from __future__ import annotations
@@ -207,6 +211,42 @@ class Servers:
         return proc, http, grpc
 
 
+def tree_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` and its descendants (``/proc``; 0 for a process that
+    is gone). Threads are counted through their process."""
+    import os
+
+    tick = os.sysconf("SC_CLK_TCK")
+    todo, total = [pid], 0.0
+    while todo:
+        p = todo.pop()
+        try:
+            for tid in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{tid}/children") as fh:
+                    todo += [int(c) for c in fh.read().split()]
+            with open(f"/proc/{p}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
+
+
+def with_cpu(load, pids: dict[int, int]):
+    """``load`` (port, seconds, procs, conns, body -> drive's dict) that also reports the
+    server's CPU milliseconds per answered request (``cpu_ms``); ``pids``: port -> server pid."""
+
+    def measured(port: int, seconds: float, procs: int, conns: int, body: bytes) -> dict:
+        before = tree_cpu_s(pids[port])
+        result = load(port, seconds, procs, conns, body)
+        answered = result["rps"] * seconds
+        used = tree_cpu_s(pids[port]) - before
+        result["cpu_ms"] = used * 1000 / answered if answered else float("nan")
+        return result
+
+    return measured
+
+
 def _stop_tree(proc: subprocess.Popen) -> None:
     """Stop a server and, for MLServer, its inference workers (its own session)."""
     import os
@@ -255,12 +295,13 @@ def run(rootfs: Rootfs, model_files: dict, work: Path, runs: int, burst_s: float
     request = grpc_request()
     names = {"ociforge": None, "mlserver-0": 0, "mlserver-1": 1}
     with contextlib.ExitStack() as stack:
-        http_ports, grpc_ports = {}, {}
+        http_ports, grpc_ports, pids = {}, {}, {}
         for name, parallel in names.items():
             lf = stack.enter_context(tempfile.TemporaryFile("w+"))
             proc, http_ports[name], grpc_ports[name] = (
                 servers.ociforge(lf) if parallel is None else servers.mlserver_(parallel, lf)
             )
+            pids[http_ports[name]] = pids[grpc_ports[name]] = proc.pid
             stack.callback(_stop_tree, proc)
             try:
                 until_infers(proc, http_ports[name])
@@ -272,12 +313,12 @@ def run(rootfs: Rootfs, model_files: dict, work: Path, runs: int, burst_s: float
         log("MLServer serving, REST (13)")
         rest = runtime_bench.interleaved(
             http_ports, bursts, burst_s, PROCS, CONNS, BODY,
-            load=lambda port, s, p, c, b: runtime_bench.drive(port, s, p, c, b, PATH),
+            load=with_cpu(lambda port, s, p, c, b: runtime_bench.drive(port, s, p, c, b, PATH), pids),
         )  # fmt: skip
         log("MLServer serving, gRPC (13)")
         grpc = runtime_bench.interleaved(
             grpc_ports, bursts, burst_s, PROCS, CONNS, request,
-            load=lambda port, s, p, c, b: grpc_drive(port, s, p, c, b),
+            load=with_cpu(grpc_drive, pids),
         )  # fmt: skip
     return rows(cold, rest, grpc, bursts, burst_s)
 
@@ -303,6 +344,9 @@ def rows(cold: dict, rest: dict, grpc: dict, bursts: int, burst_s: float) -> lis
         def label(n: str) -> str:
             return f"MLServer, parallel_workers={n[-1]}"
 
+        def cpu(n: str, got: dict = got) -> str:
+            return f"{_med(got[n], 'cpu_ms'):.2f}" if all("cpu_ms" in r for r in got[n]) else "?"
+
         mine = got["ociforge"]
         out += [
             Row(
@@ -313,7 +357,7 @@ def rows(cold: dict, rest: dict, grpc: dict, bursts: int, burst_s: float) -> lis
                 ">= 1.2x",
                 1.2,
                 higher_is_better=True,
-                note=note,
+                note=f"{note}; server CPU per request {cpu('ociforge')} vs {cpu(best)} ms",
                 baseline_kind="MLServer",
             ),
             Row(
@@ -333,7 +377,8 @@ def rows(cold: dict, rest: dict, grpc: dict, bursts: int, burst_s: float) -> lis
                 label(other),
                 Sample([r["rps"] for r in got[other]], "rps"),
                 higher_is_better=True,
-                note=f"p99 {Sample([r['p99_ms'] for r in got[other]], 'ms').cell()}",
+                note=f"p99 {Sample([r['p99_ms'] for r in got[other]], 'ms').cell()}; "
+                f"server CPU per request {cpu('ociforge')} vs {cpu(other)} ms",
                 baseline_kind="MLServer",
             ),
         ]

@@ -3,7 +3,8 @@
 ``export`` copies, for each registry image it bundles, the memo entries of that image's
 repository whose blobs the bundle holds (the image's layers; a base entry's small config is
 fetched, verified, beside them) into the bundle's layout under their own ``ociforge-memo-<key>``
-tags, listed in the bundle manifest's ``cache``. ``import`` pushes them into the repository each
+tags, listed in the bundle manifest's ``cache``. Records (a wheel's facts, a bytecode closure:
+:mod:`ociforge.cache.records`) name no blob, so every one of the repository travels. ``import`` pushes them into the repository each
 image goes to, after the image: a build on the closed side that pushes there (its default cache)
 then finds every layer the bundle carries, and downloads and rebuilds none of it.
 

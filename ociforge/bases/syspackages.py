@@ -36,6 +36,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..cache import records
 from ..cachedir import default_cache_dir
 from ..errors import BuildError, InvalidInput, MissingInputs, NotFound
 from ..fsutil import atomic_write
@@ -488,6 +489,23 @@ class SystemLayer:
     history: str
 
 
+def _provided_record(data) -> BaseFiles:
+    """The files a system-packages record names, checked (it may come from a registry cache)."""
+    if not isinstance(data, dict) or not isinstance(data.get("files"), list):
+        raise ValueError("not a list of files")
+    links, conf = data.get("links"), data.get("ld_conf", {})
+    if not isinstance(links, dict) or not isinstance(conf, dict):
+        raise ValueError("links or ld_conf is not an object")
+    for what, values in (
+        ("files", data["files"]),
+        ("links", [*links, *links.values()]),
+        ("ld_conf", [*conf, *conf.values()]),
+    ):
+        if not all(isinstance(v, str) for v in values):
+            raise ValueError(f"{what} holds something other than strings")
+    return BaseFiles.from_json(data)
+
+
 def system_layer(lock: SystemLock, store: BlobStore, compression: str, epoch: int) -> SystemLayer:
     """The layer of ``lock``'s packages (the same packages, compression and time: the same
     digest), memoized; the ``.deb`` files are read (and downloaded) only when it is not."""
@@ -497,9 +515,14 @@ def system_layer(lock: SystemLock, store: BlobStore, compression: str, epoch: in
         f"system packages (Debian {lock.suite} {lock.architecture}): {', '.join(lock.requested)}"
         + (f" + {len(lock.packages) - len(lock.requested)} dependencies" if lock.packages else "")
     )
+    # the files the layer provides: a record of its own (on this machine, else in the build's
+    # registry cache), so a layer found in the cache needs no .deb to say what it holds
+    files_key = memo_key("system-packages-files", FORMAT, [p.sha256 for p in lock.packages])
     provided: BaseFiles | None = None
     with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
         provided = BaseFiles.from_json(json.loads(files_path.read_text()))
+    if provided is None:
+        provided = records.recall(store, files_key, _provided_record)
 
     def make() -> Layer:
         nonlocal provided
@@ -529,4 +552,5 @@ def system_layer(lock: SystemLock, store: BlobStore, compression: str, epoch: in
         with contextlib.suppress(OSError, InvalidInput):
             record = json.dumps(provided.to_json(), separators=(",", ":"))
             atomic_write(files_path, record, mkdir=True)
+    records.keep(store, files_key, provided.to_json())
     return SystemLayer(layer, provided, history)

@@ -56,7 +56,7 @@ from ..python.install import can_compile_for, wheel_layers
 from ..python.lock import Lock, find_lock, read_lockfile
 from ..python.resolve import remembered, resolve, variant_note
 from ..python.target import Target
-from ..python.wheelcache import fetch
+from ..python.wheelcache import Fetching, fetch
 from ..transports.spec import check_writable, recorded_name
 from ..transports.spec import parse as parse_spec
 from ..transports.transport import write_to
@@ -244,7 +244,14 @@ def build(
         labels_[syspackages.LABEL] = " ".join(syspackages.names_of(system_packages))
     pool = CompilePool()
     side = ThreadPoolExecutor(1, thread_name_prefix="ociforge-bytecode")
+    checks = ThreadPoolExecutor(1, thread_name_prefix="ociforge-check")
+    fetched: dict[Target, Sequence[Path]] = {}
     try:
+        # the base's part of the check, while the resolver works (not with a registry cache,
+        # where the check is most often remembered and reads no base layer)
+        if check_libraries and memo is None:
+            for base_img, _name in bases.values():
+                checks.submit(cachestep.scan_base, base_img)
         locks, fetched = _resolve_and_fetch(
             all_reqs, targets, lock, offline, own, bytecode, pool, recalled, gpu is None,
             lazy=memo is not None,
@@ -260,19 +267,25 @@ def build(
                 if p in system
                 else None
             )
+            base_img, base_name = bases[p]
+            # the library check reads the wheels while their layers are written (its own thread);
+            # its failure is raised before the image is made, so nothing reaches the destination
+            checked = None
+            if check_libraries:
+                checked = checks.submit(
+                    cachestep.check_libraries,
+                    target, locks[target], fetched[target], base_img, own.roots, offline=offline,
+                    provided=sys_layer.provided if sys_layer is not None else None,
+                    store=store, memo=memo,
+                )  # fmt: skip
             named = _platform_layers(
                 target, locks[target], fetched[target], own, store, compression, bytecode,
                 offline, pool, side,
             )  # fmt: skip
             if sys_layer is not None:  # directly above the base
                 named.insert(0, (sys_layer.history, sys_layer.layer))
-            base_img, base_name = bases[p]
-            if check_libraries:
-                cachestep.check_libraries(
-                    target, locks[target], fetched[target], base_img, own.roots, offline=offline,
-                    provided=sys_layer.provided if sys_layer is not None else None,
-                    store=store, memo=memo,
-                )  # fmt: skip
+            if checked is not None:
+                checked.result()
             images.append(
                 _platform_image(
                     base_img,
@@ -291,8 +304,14 @@ def build(
                 | ({"files": own.code_files} if layer is own.code else {})
                 for n, layer in named
             ]
+    except BaseException:
+        for files in fetched.values():  # downloads not started yet are not needed now
+            if isinstance(files, LazyWheels):
+                files.cancel()
+        raise
     finally:
         side.shutdown(wait=True)
+        checks.shutdown(wait=True)
         pool.close()
         attach(store, None)
     index = make_index(images, annotations=_index_annotations(labels_, epoch))
@@ -451,10 +470,11 @@ def _resolve_and_fetch(
     recalled: dict[Target, Lock] | None = None,
     infer_variant: bool = False,
     lazy: bool = False,
-) -> tuple[dict[Target, Lock], dict[Target, list[Path]]]:
+) -> tuple[dict[Target, Lock], dict[Target, Sequence[Path]]]:
     """A lock per target (from the lock file, remembered (``recalled``, offline), or resolved)
-    and its wheels in the cache. The bytecode of the startup closure gets a head start from this
-    Python's packages meanwhile."""
+    and its wheels (fetched, or coming: :func:`_wheel_files`). The bytecode of the startup
+    closure gets a head start from this Python's packages meanwhile. (Going on with it while the
+    wheels download behind the layers made the cold build slower: it took the layers' CPU.)"""
     resolves = (
         lock_path is None
         and not offline
@@ -464,19 +484,30 @@ def _resolve_and_fetch(
     try:
         locks = recalled or _locks(reqs, list(targets.values()), lock_path, offline, infer_variant)
         # downloading waits on the network too: the head start goes on meanwhile
-        fetched = {
-            t: (
-                LazyWheels(lambda lk=locks[t]: fetch(lk, offline=offline))  # a cache hit needs none
-                if lazy
-                else fetch(locks[t], offline=offline)
-            )
-            for t in targets.values()
-        }
+        fetched = _wheel_files({t: locks[t] for t in targets.values()}, offline, lazy)
     finally:
         pool.stop_optional()
         if warm is not None:
             warm.join()
     return locks, fetched
+
+
+def _wheel_files(
+    locks: dict[Target, Lock], offline: bool, on_demand: bool
+) -> dict[Target, Sequence[Path]]:
+    """Each target's wheel files. Offline: all verified in the cache now, so a missing or rotten
+    wheel is a clear error before any layer. ``on_demand`` (a registry cache): each wheel fetched
+    when something opens it (a layer found in the cache needs none). Else all fetched in the
+    background, biggest first, and each wheel layer starts as soon as its own wheels are there
+    (the cold build's download no longer comes before every layer)."""
+    if offline:
+        return {t: fetch(lk, offline=True) for t, lk in locks.items()}
+    if on_demand:
+        return {t: LazyWheels(lk.packages, fetch) for t, lk in locks.items()}
+    every = [w for lk in locks.values() for w in lk.packages]  # the order fetch's errors follow
+    first = [w for lk in locks.values() for w in sorted(lk.packages, key=lambda w: -(w.size or 0))]
+    ahead = Fetching(every, first=first)
+    return {t: LazyWheels(lk.packages, ahead.paths, ahead.cancel) for t, lk in locks.items()}
 
 
 def _locks(

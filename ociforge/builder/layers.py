@@ -17,7 +17,7 @@ import hashlib
 import logging
 import sys
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -25,17 +25,26 @@ import ociforge_runtime
 import pathspec
 from ociforge_runtime.package import STARTUP_IMPORTS
 
+from ..cache import records
 from ..errors import InvalidInput
 from ..model.imports import UserCode
 from ..oci.blobstore import BlobStore
 from ..oci.digest import CHUNK
 from ..oci.layer import Entry, Layer, entries_from_tree, image_path, source_date_epoch, write_layer
 from ..oci.layercache import memo_key, memoized
-from ..python.bytecode import CompilePool, bytecode_layer, modules_under, prewarm, wheel_sources
+from ..python.bytecode import (
+    CompilePool,
+    Trace,
+    bytecode_layer,
+    modules_under,
+    prewarm,
+    wheel_sources,
+)
 from ..python.install import PYC_FORMAT, can_compile_for
 from ..python.lock import Lock
 from ..python.target import Target
 from ..python.wheelzip import WheelZip
+from .cachestep import wheel_paths
 from .paths import APP_DIR, CODE_DIR, IGNORE, MODEL_DIR, RUNTIME_DIR
 
 
@@ -218,7 +227,7 @@ def start_prewarm(
 def startup_bytecode_layer(
     target: Target,
     lock: Lock,
-    wheel_files: list[Path],
+    wheel_files: Sequence[Path],
     own_files,
     roots: list[str],
     code_hash: str,
@@ -226,31 +235,105 @@ def startup_bytecode_layer(
     compression: str,
     pool: CompilePool,
 ) -> Layer | None:
-    """The .pyc of what the image imports when it starts (:mod:`ociforge.python.bytecode`), over
+    r"""The .pyc of what the image imports when it starts (:mod:`ociforge.python.bytecode`), over
     the wheels, the runtime and the user's code (``own_files``, whose content ``code_hash`` keys),
-    on the image's own PYTHONPATH."""
+    on the image's own PYTHONPATH.
+
+    The layer is keyed by the wheels the closure *used*, not by the whole lock, so adding a
+    dependency the start does not import reuses it without opening a wheel. A *closure record*
+    (:mod:`ociforge.cache.records`), keyed by everything but the wheels (search path, roots,
+    code, compression, epoch, Python and .pyc format), says what the last closure read: the
+    sha256s of the wheels whose sources it found (S), every wheel of its lock (L, the platform's:
+    the platform is in its key), and the top-level names of the modules it looked up, found or not (N).
+
+    Why reusing it is sound for a new lock L' when S ⊆ L' and no wheel of L' \ L ships a .py
+    file under a name of N: the closure is a walk from the roots in which each step looks a
+    module up (:class:`~ociforge.python.bytecode._Finder`: ``NAME/__init__.py``, then
+    ``NAME.py``, in each search-path folder in turn) and compiles what it finds; what a
+    lookup answers depends only on the files at the paths it checks, all below a top-level name
+    of N. Those files are the own files (the same: ``code_hash`` is in the key), the files of
+    the wheels of S (the same bytes: the same sha256s), and files of no other wheel of L
+    (else that wheel's file would have been found or shadowed one that was, so it would be in
+    S... a wheel of L whose file lost to S's at the same path stays in L' with S, in the same
+    order). A wheel of L' \ L has no file there by the test. So every lookup answers the same,
+    step by step, and the walk, its sources and the .pyc are the same: the layer is a function
+    of S and the settings, which is its key. Anything else (no record, one for a lock where
+    the test fails, a layer no longer there) compiles over every wheel, as a first build does.
+    The record is trusted as the registry cache's layer entries are: whoever can push the
+    image can write both.
+    """
     search = search_path(target)
-    key = memo_key(
-        "bytecode",
-        sorted(w.sha256 for w in lock.packages),
-        search,
-        roots,
-        code_hash,
-        compression,
-        source_date_epoch(),
-        f"{sys.version} {PYC_FORMAT}",
-    )
+    settings = [search, roots, code_hash, compression, source_date_epoch()]
+    settings.append(f"{sys.version} {PYC_FORMAT}")
+    # per platform: another platform's wheels are another lock (its layer key may be the same)
+    closure_key = memo_key("bytecode-closure", target.to_json(), *settings)
+    shas = sorted(w.sha256 for w in lock.packages)
+    last = records.recall(store, closure_key, _closure_record)
+    if last is not None and _still_holds(last, lock, wheel_files, target):
+        layer = memoized(store, memo_key("bytecode", last["used"], *settings), lambda: None)
+        if layer is not None:
+            records.keep(store, closure_key, {**last, "lock": shas})  # true of this lock too
+            return layer
 
-    def make() -> Layer | None:  # only on a miss: a rebuild opens no wheel
-        with ExitStack() as stack:
-            files: dict = {}
-            for path in wheel_files:
-                zf = stack.enter_context(WheelZip(path))
-                files.update(wheel_sources(Path(path), target.site_packages, zf))
-            files.update(own_files)
-            return bytecode_layer(files, search, roots, store, compression, pool=pool)
+    wheels = list(lock.packages)
+    trace = Trace()
+    owner: dict[str, str] = {}  # image path of a wheel's source -> the wheel's sha256
+    with ExitStack() as stack:
+        files: dict = {}
+        for w, path in zip(wheels, wheel_paths(wheel_files, lock, wheels), strict=True):
+            zf = stack.enter_context(WheelZip(path))
+            sources = wheel_sources(Path(path), target.site_packages, zf)
+            files.update(sources)
+            owner.update(dict.fromkeys(sources, w.sha256))  # the last one wins, as in files
+        files.update(own_files)
+        made = bytecode_layer(files, search, roots, store, compression, pool=pool, trace=trace)
+    used = sorted({owner[p] for p in trace.found if p in owner and p not in own_files})
+    record = {
+        "format": _CLOSURE_FORMAT,
+        "used": used,
+        "lock": shas,
+        "looked": sorted({name.split(".")[0] for name in trace.looked}),
+    }
+    layer = None
+    if made is not None:
+        layer = memoized(store, memo_key("bytecode", used, *settings), lambda: made)
+    records.keep(store, closure_key, record)
+    return layer
 
-    return memoized(store, key, make)
+
+_CLOSURE_FORMAT = 1
+
+
+def _closure_record(data) -> dict:
+    """A closure record's fields, checked (it may come from a registry cache)."""
+    if not isinstance(data, dict) or data.get("format") != _CLOSURE_FORMAT:
+        raise ValueError("not a closure record of this format")
+    used = records.hexes(data.get("used"), "used")
+    lock = records.hexes(data.get("lock"), "lock")
+    if not set(used) <= set(lock):
+        raise ValueError("it used wheels that are not in its lock")
+    looked = records.strings(data.get("looked"), "looked", longest=512)
+    return {"format": _CLOSURE_FORMAT, "used": sorted(used), "lock": sorted(lock), "looked": looked}
+
+
+def _still_holds(last: dict, lock: Lock, wheel_files: Sequence[Path], target: Target) -> bool:
+    """Whether the closure ``last`` recorded is this lock's too (see
+    :func:`startup_bytecode_layer`): every wheel it used is here, and no wheel new to this lock
+    ships a module under a name it looked up. Reads only the new wheels' listings."""
+    here = {w.sha256 for w in lock.packages}
+    if not set(last["used"]) <= here:
+        return False
+    before = set(last["lock"])
+    new = [w for w in lock.packages if w.sha256 not in before]
+    looked = set(last["looked"])
+    root = image_path(target.site_packages) + "/"
+    for path in wheel_paths(wheel_files, lock, new):
+        with WheelZip(path) as zf:
+            sources = wheel_sources(Path(path), target.site_packages, zf)
+        tops = {p[len(root) :].split("/")[0].removesuffix(".py") for p in sources}
+        if tops & looked:
+            return False
+    return True
 
 
 def artifact_layers(

@@ -16,7 +16,9 @@ require), naming each library and the Debian package that ships it, from the sui
 NVIDIA driver's libraries are the host's (:data:`NVIDIA_DRIVER_LIBRARIES`).
 
 Nothing here changes a layer: the check only reads (the wheels' ELF facts are kept in the cache
-by the wheel's sha256, the base's names by its layer digests, so a rebuild reads neither).
+by the wheel's sha256, the base's names by its layer digests, so a rebuild reads neither; a
+build with a registry cache keeps the facts there too, as records: see
+:func:`ociforge.builder.cachestep.wheel_facts`).
 """
 
 from __future__ import annotations
@@ -162,23 +164,12 @@ def wheel_facts(path: Path) -> WheelFacts:
     return WheelFacts(sorted(files), elfs, sorted(tops), unreadable, requires)
 
 
-def _facts_cached(path: Path, sha256: str | None) -> WheelFacts:
-    if not sha256:
-        return wheel_facts(path)
-    cache = default_cache_dir() / "elf" / f"{sha256}.json"
-    if cache.is_file():
-        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-            obj = json.loads(cache.read_text())
-            if obj["format"] == _FORMAT:
-                return WheelFacts(
-                    obj["files"],
-                    [WheelElf(e[0], tuple(e[1]), tuple(e[2]), tuple(e[3]), e[4], e[5]) for e in obj["elfs"]],
-                    obj["tops"],
-                    obj["unreadable"],
-                    obj["requires"],
-                )  # fmt: skip
-    facts = wheel_facts(path)
-    record = {
+FACTS_FORMAT = _FORMAT
+
+
+def facts_json(facts: WheelFacts) -> dict:
+    """A wheel's facts as JSON (the local cache's record, and the registry cache's)."""
+    return {
         "format": _FORMAT,
         "files": facts.files,
         "elfs": [[e.path, e.needed, e.rpath, e.runpath, e.soname, e.machine] for e in facts.elfs],
@@ -186,8 +177,58 @@ def _facts_cached(path: Path, sha256: str | None) -> WheelFacts:
         "unreadable": facts.unreadable,
         "requires": facts.requires,
     }
+
+
+def _strs(value, what: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"{what} is not a list of strings")
+    return value
+
+
+def facts_from_json(obj) -> WheelFacts:
+    """The facts :func:`facts_json` wrote; ``ValueError`` for anything else (it may come from a
+    registry cache: hostile input)."""
+    if not isinstance(obj, dict) or obj.get("format") != _FORMAT:
+        raise ValueError("not wheel facts of this format")
+    elfs = []
+    if not isinstance(obj.get("elfs"), list):
+        raise ValueError("elfs is not a list")
+    for e in obj["elfs"]:
+        if not (isinstance(e, list) and len(e) == 6):
+            raise ValueError("an ELF record is not [path, needed, rpath, runpath, soname, machine]")
+        path, needed, rpath, runpath, soname, machine = e
+        if not isinstance(path, str) or not (soname is None or isinstance(soname, str)):
+            raise ValueError("an ELF record's path or soname is not a string")
+        if not isinstance(machine, int) or isinstance(machine, bool):
+            raise ValueError("an ELF record's machine is not a number")
+        elfs.append(
+            WheelElf(path, tuple(_strs(needed, "needed")), tuple(_strs(rpath, "rpath")),
+                     tuple(_strs(runpath, "runpath")), soname, machine)
+        )  # fmt: skip
+    return WheelFacts(
+        _strs(obj.get("files"), "files"),
+        elfs,
+        _strs(obj.get("tops"), "tops"),
+        _strs(obj.get("unreadable"), "unreadable"),
+        _strs(obj.get("requires"), "requires"),
+    )
+
+
+def facts_of(path: Path, sha256: str | None) -> WheelFacts:
+    """The facts of the wheel at ``path``, kept on this machine by its ``sha256``."""
+    return _facts_cached(path, sha256)
+
+
+def _facts_cached(path: Path, sha256: str | None) -> WheelFacts:
+    if not sha256:
+        return wheel_facts(path)
+    cache = default_cache_dir() / "elf" / f"{sha256}.json"
+    if cache.is_file():
+        with contextlib.suppress(OSError, ValueError):
+            return facts_from_json(json.loads(cache.read_text()))
+    facts = wheel_facts(path)
     with contextlib.suppress(OSError, InvalidInput):
-        atomic_write(cache, json.dumps(record, separators=(",", ":")), mkdir=True)
+        atomic_write(cache, json.dumps(facts_json(facts), separators=(",", ":")), mkdir=True)
     return facts
 
 
@@ -242,17 +283,21 @@ def find_missing(
     wheel_files: list[Path],
     base: BaseFiles,
     roots: Iterable[str],
+    facts: dict[str, WheelFacts] | None = None,
 ) -> tuple[list[Missing], list[str]]:
-    """The libraries no layer provides, and notes (unreadable or foreign-architecture files)."""
+    """The libraries no layer provides, and notes (unreadable or foreign-architecture files).
+    ``facts`` (by normalized wheel name): the wheels' facts, known already (then
+    ``wheel_files`` is not read)."""
     arch = target.platform.architecture
     site = image_path(target.site_packages)
-    by_file = {w.filename: w for w in lock.packages}
-    facts: dict[str, WheelFacts] = {}
-    for path in wheel_files:
-        path = Path(path)
-        w = by_file.get(path.name)
-        name = canonicalize_name(w.name if w else path.name.split("-")[0])
-        facts[name] = _facts_cached(path, w.sha256 if w else None)
+    if facts is None:
+        by_file = {w.filename: w for w in lock.packages}
+        facts = {}
+        for path in wheel_files:
+            path = Path(path)
+            w = by_file.get(path.name)
+            name = canonicalize_name(w.name if w else path.name.split("-")[0])
+            facts[name] = _facts_cached(path, w.sha256 if w else None)
     files = set(base.files)
     loaded: set[str] = set()
     for f in facts.values():
@@ -327,16 +372,18 @@ def check_libraries(
     lookup: Callable[[Image, str, Iterable[str]], dict[str, str]] | None = None,
     warn: Callable[[str], None] | None = None,
     provided: BaseFiles | None = None,
+    facts: dict[str, WheelFacts] | None = None,
 ) -> list[Missing]:
     """Fail the build (:class:`BuildError`) when a module imported at start needs a library no
     layer provides; warn (one line each) for the others. Returns what was missing.
     ``provided``: the files of the system-packages layer above the base (they count as the
-    base's)."""
+    base's). ``facts``: the wheels' facts by normalized name, when known (see
+    :func:`find_missing`)."""
     warn = warn or (lambda line: print(line, file=sys.stderr))
     base = base_files(base_image)
     if provided is not None:
         base = overlay(base, provided)
-    missing, notes = find_missing(target, lock, wheel_files, base, roots)
+    missing, notes = find_missing(target, lock, wheel_files, base, roots, facts)
     for note in notes:
         warn(f"warning: {target.platform}: {note}")
     if not missing:

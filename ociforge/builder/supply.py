@@ -25,7 +25,8 @@ from ..transports.spec import parse, recorded_name
 
 @dataclass
 class SupplyResult:
-    sboms: dict[str, str] = field(default_factory=dict)  # platform -> the SBOM artifact's digest
+    # platform -> the digest of the SBOM image document's artifact (it names the contents one)
+    sboms: dict[str, str] = field(default_factory=dict)
     signed: list[str] = field(default_factory=list)  # digests signed
 
 

@@ -2,7 +2,8 @@
 
 An entry says "the recipe hashed into KEY made these blobs" (a layer: its descriptor and diff_id;
 a base image: its manifest and config and the layers they name; a check that passed: the lines
-it printed). It is an image manifest of :data:`ARTIFACT_TYPE` whose ``layers`` are the blobs it
+it printed; a *record*: a small JSON object that names no blob, such as a wheel's ELF facts or
+which wheels a bytecode closure read). It is an image manifest of :data:`ARTIFACT_TYPE` whose ``layers`` are the blobs it
 names (so a registry refuses the entry until they are there, and keeps them while it stands),
 tagged :func:`tag_for` the key, with the key and the payload in its annotations.
 
@@ -30,10 +31,12 @@ EMPTY_BYTES = b"{}"
 KEY = "org.ociforge.memo.key"
 KIND = "org.ociforge.memo.kind"
 PAYLOAD = "org.ociforge.memo.entry"
-KINDS = ("layer", "image", "check")
+KINDS = ("layer", "image", "check", "record")
 TAG_PREFIX = "ociforge-memo-"
 LAYER_TYPES = (mt.OCI_LAYER, mt.OCI_LAYER_GZIP, mt.OCI_LAYER_ZSTD, mt.DOCKER_LAYER_GZIP)
-MAX_ENTRY = 256 << 10  # a base's manifest and config inline: a few KiB; anything larger is not ours
+# a base's manifest and config inline: a few KiB; a record (a wheel's file list): up to MAX_RECORD
+MAX_ENTRY = 1 << 20
+MAX_RECORD = MAX_ENTRY - (16 << 10)  # the record's JSON; a larger one stays on this machine
 
 
 class BadEntry(InvalidInput):
@@ -140,6 +143,18 @@ def entry_lines(entry: Entry) -> list[str]:
     if not isinstance(lines, list) or not all(isinstance(x, str) for x in lines):
         raise BadEntry("check entry without its lines")
     return lines
+
+
+def record_entry(key: str, data: dict[str, Any]) -> Entry:
+    return Entry(key, "record", {"data": data})
+
+
+def entry_record(entry: Entry) -> dict[str, Any]:
+    """A record's JSON object (its reader checks what it holds: see :meth:`BuildMemo.record`)."""
+    data = entry.payload.get("data")
+    if not isinstance(data, dict) or entry.blobs:
+        raise BadEntry("record entry without its JSON object, or naming blobs")
+    return data
 
 
 # ---------------------------------------------------------------------------------------------

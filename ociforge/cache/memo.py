@@ -6,6 +6,9 @@ known before a single wheel is fetched. So a build looks each key up here first,
 cache (:func:`open_cache`): a hit whose blobs the cache holds is used as is; nothing behind it is
 downloaded or recompressed, and the destination's push finds the blob there or mounts it. After
 the image is written, :meth:`BuildMemo.publish` leaves an entry for every layer the cache lacked.
+Records (:mod:`ociforge.cache.records`: small JSON facts such as a wheel's ELF facts or which
+wheels a bytecode closure read) go the same way; a record that changed under its key replaces
+the cache's.
 
 A lookup that fails (an entry for another key, garbage, a blob the cache lacks) says so in one
 log line and counts as a miss; a cache that cannot be reached is said once and then left alone.
@@ -17,6 +20,7 @@ import contextlib
 import hashlib
 import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,20 +29,24 @@ from ..fsutil import atomic_write
 from ..oci.blobstore import BlobStore
 from ..oci.image import Image, LayeredSource, store_source
 from ..oci.layer import Layer
+from ..oci.manifest import canonical_json
 from ..oci.reference import Reference
 from ..transports.spec import parse as parse_spec
 from .backends import UNAVAILABLE, LayoutBackend, RegistryBackend
 from .entry import (
+    MAX_RECORD,
     BadEntry,
     Entry,
     check_entry,
     entry_image,
     entry_layer,
     entry_lines,
+    entry_record,
     image_entry,
     key_hex,
     layer_entry,
     parse,
+    record_entry,
     tag_for,
 )
 
@@ -127,6 +135,12 @@ class BuildMemo:
         """The lines a check that passed for ``key`` printed, or None."""
         return self._use(key, "check", entry_lines)
 
+    def record(self, key: str, read: Callable[[dict], Any] = lambda d: d) -> Any:
+        """``read(data)`` of the record the cache holds for ``key``, or None. ``read`` checks the
+        (hostile) JSON object and raises :class:`BadEntry` for one it cannot use: that is one
+        log line and a miss."""
+        return self._use(key, "record", lambda e: read(entry_record(e)))
+
     # -- what this build found or made
     def _note(self, entry: Entry) -> None:
         with self._lock:
@@ -142,6 +156,20 @@ class BuildMemo:
     def note_check(self, key: str, lines: list[str]) -> None:
         self._note(check_entry(key, lines))
 
+    def note_record(self, key: str, data: dict) -> None:
+        """Leave ``data`` under ``key`` in the cache after the build, unless the cache holds it
+        already (a record may change under its key: one found with other data is replaced).
+        One too large for an entry stays on this machine."""
+        entry = record_entry(key, data)
+        if len(canonical_json(entry.payload)) > MAX_RECORD:
+            return
+        with self._lock:
+            found = self._found.get(key)
+            if found is not None and found.kind == "record" and found.payload == entry.payload:
+                return
+            self._hits.discard(key)
+            self._made[key] = entry
+
     @property
     def hits(self) -> int:
         return len(self._hits)
@@ -152,9 +180,14 @@ class BuildMemo:
 
     def _marker(self, key: str) -> Path:
         """Where this machine notes that the cache holds ``key``'s entry (so a warm rebuild does
-        not ask the cache again for every layer it found here)."""
+        not ask the cache again for every layer it found here). A record's marker names its
+        data too: a record that changed under its key is published again."""
         where = hashlib.sha256(self.where.encode()).hexdigest()[:16]
-        return self.store.root / "cache-entries" / where / key_hex(key)
+        name = key_hex(key)
+        entry = self._made.get(key)
+        if entry is not None and entry.kind == "record":
+            name += "-" + hashlib.sha256(canonical_json(entry.payload)).hexdigest()[:16]
+        return self.store.root / "cache-entries" / where / name
 
     def _mark(self, keys) -> None:
         for key in keys:
@@ -173,7 +206,8 @@ class BuildMemo:
                 continue  # published from here before
             if self.down:
                 return 0
-            if not looked and self._entry(key) is not None:
+            found = None if looked else self._entry(key)
+            if found is not None and (found.kind != "record" or found.payload == entry.payload):
                 present.append(key)  # a local hit the cache has too
                 continue
             todo.append(entry)

@@ -18,7 +18,9 @@ from ..errors import OciforgeError
 from ..version import __version__
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command, or of ``command`` alone when it names one: a command's module
+    imports what it runs (``inspect``'s took 0.19 s of CPU alone, 0.37 s with all the others)."""
     parser = argparse.ArgumentParser(
         prog="ociforge",
         description="Build, inspect and move OCI images of ML models, with no Docker daemon.",
@@ -26,16 +28,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"ociforge {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for mod in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-        if mod.name.startswith("_"):
-            continue
-        module = importlib.import_module(f"{__name__}.{mod.name}")
-        module.register(sub)
+    names = sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
+    for name in [command] if command in names else names:
+        importlib.import_module(f"{__name__}.{name}").register(sub)
     return parser
 
 
+def _command(argv: list[str]) -> str | None:
+    """The command ``argv`` names, past the options that take no value (``-v``); None when an
+    option comes first (``--help`` and ``--version`` list or name every command)."""
+    for arg in argv:
+        if arg in ("-v", "--verbose"):
+            continue
+        return None if arg.startswith("-") else arg
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(_command(sys.argv[1:] if argv is None else argv))
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,

@@ -82,6 +82,11 @@ def attach(store: BlobStore, peer: Peer | None) -> None:
         _peers[store] = peer
 
 
+def peer_of(store: BlobStore) -> Peer | None:
+    """The peer attached to ``store`` (None: none)."""
+    return _peers.get(store)
+
+
 def memoized(store: BlobStore, key: str, make: Callable[[], Layer | None]) -> Layer | None:
     """The remembered layer for ``key`` (here, else from the store's peer), or ``make()``'s,
     remembered for next time (``make`` may return None when there is nothing to write: nothing

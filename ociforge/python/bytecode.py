@@ -49,6 +49,7 @@ import zipfile
 from collections import ChainMap
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..oci.layer import Entry, Layer, image_path, write_layer
@@ -226,17 +227,31 @@ def _candidates(module: str, is_package: bool, record: tuple) -> list[str]:
     return out
 
 
+@dataclass
+class Trace:
+    """What a closure read: the module names it looked up (found or not) and the image paths
+    of the sources it found. The closure is a function of the files at the paths those
+    lookups check and of nothing else (see
+    :func:`ociforge.builder.layers.startup_bytecode_layer`)."""
+
+    looked: set[str] = field(default_factory=set)
+    found: set[str] = field(default_factory=set)
+
+
 def startup_bytecode(
     files: Mapping[str, Source],
     search_path: list[str],
     roots: Iterable[str],
     pool: CompilePool,
     optional: bool = False,
+    trace: Trace | None = None,
 ) -> dict[str, bytes]:
     """The .pyc (by image path) of every module reachable from ``roots`` through the imports
-    that run at load time. ``files`` maps image paths of .py files to readers of their bytes."""
+    that run at load time. ``files`` maps image paths of .py files to readers of their bytes.
+    ``trace`` is told what the closure looked up and found."""
     finder = _Finder(files, search_path)
-    seen: set[str] = set()
+    seen: set[str] = trace.looked if trace is not None else set()
+    found_paths: set[str] = trace.found if trace is not None else set()
     done: queue.SimpleQueue = queue.SimpleQueue()  # futures as they finish: O(1), unlike wait()
     pending = 0
     out: dict[str, bytes] = {}
@@ -251,6 +266,7 @@ def startup_bytecode(
             if found is None:
                 continue
             path, is_package = found
+            found_paths.add(path)
             read = files[path]
             fut = pool.submit("/" + path, read(), optional, getattr(read, "host_path", None))
             fut.add_done_callback(lambda f, m=(name, path, is_package): done.put((f, m)))
@@ -400,15 +416,17 @@ def bytecode_layer(
     *,
     key: str | None = None,
     pool: CompilePool | None = None,
+    trace: Trace | None = None,
 ) -> Layer | None:
     """The layer of :func:`startup_bytecode` (None when nothing compiles), remembered under
-    ``key`` when one is given (a memo key over everything the bytes depend on)."""
+    ``key`` when one is given (a memo key over everything the bytes depend on); ``trace`` as
+    there."""
 
     def make() -> Layer | None:
         own = pool is None
         p = pool or CompilePool()
         try:
-            pycs = startup_bytecode(files, search_path, roots, p)
+            pycs = startup_bytecode(files, search_path, roots, p, trace=trace)
         finally:
             if own:
                 p.close()

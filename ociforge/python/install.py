@@ -66,6 +66,12 @@ BIG_WHEEL = 10 << 20  # wheels this large (compressed) come first, each a layer 
 # runtimes refuse images of more than about 127 layers, and the base has some).
 MAX_WHEEL_LAYERS = 64
 ANNOTATION = "org.ociforge.wheels"
+# The compression level of wheel layers (None: the compressor's default). Deflate at level 5 took
+# 21% less CPU than level 6 for the example's 206 MB of wheel tars (zlib-ng: 2.84 s against
+# 3.58 s, medians of 5) for 0.3% more bytes (61.8 MB against 61.6 MB); level 4 saved 5% more CPU
+# for 2% more bytes. zstd stays at 3: level 2 saved 0.4 s of CPU there for 8% more bytes. Part of
+# every wheel layer's memo key: a layer made at another level is another layer.
+WHEEL_LEVELS: dict[str, int | None] = {"gzip": 5, "zstd": None, "none": None}
 
 
 class _Null:
@@ -318,16 +324,24 @@ def wheel_layers(
     fetched: dict[str, Path] = {}
     fetching = threading.Lock()
 
-    def by_sha() -> dict[str, Path]:
-        # the wheels are fetched (or ``paths`` read) only when a layer is made: a build whose
-        # layers are all remembered reads no wheel
+    def by_sha(wheels: tuple[LockedWheel, ...]) -> dict[str, Path]:
+        # a layer's wheels are fetched (or ``paths`` read) only when that layer is made: a build
+        # whose layers are all remembered reads no wheel, one with a new wheel fetches that one
+        if hasattr(paths, "only"):  # fetches (or waits for) the wheels named alone, unlocked:
+            # a layer whose wheels are there starts while another layer's are still coming
+            return {w.sha256: Path(p) for w, p in zip(wheels, paths.only(wheels), strict=True)}
         with fetching:
-            if not fetched:
-                files = list(paths) if paths is not None else fetch(lock, cache, offline=offline)
+            todo = [w for w in wheels if w.sha256 not in fetched]
+            if todo and paths is not None:
                 fetched.update(
-                    (w.sha256, Path(p)) for w, p in zip(lock.packages, files, strict=True)
+                    (w.sha256, Path(p)) for w, p in zip(lock.packages, paths, strict=True)
                 )
+            elif todo:
+                files = fetch(todo, cache, offline=offline)
+                fetched.update((w.sha256, Path(p)) for w, p in zip(todo, files, strict=True))
             return fetched
+
+    level = WHEEL_LEVELS.get(compression)
 
     def one(group: WheelGroup) -> Layer:
         names = ",".join(f"{w.name}=={w.version}" for w in group.wheels)
@@ -344,15 +358,17 @@ def wheel_layers(
             source_date_epoch(),
             with_pyc,
             f"{sys.version} {PYC_FORMAT}" if with_pyc else "",
+            *([] if level is None else [f"level {level}"]),  # keys of level-None layers unchanged
         )
         return memoized(
             store,
             key,
             lambda: write_layer(
-                _group_entries(group, by_sha(), target, bytecode),
+                _group_entries(group, by_sha(group.wheels), target, bytecode),
                 store,
                 compression,
                 annotations={ANNOTATION: names},
+                level=level,
                 threads=-1 if compression == "zstd" else 0,
             ),
         )
@@ -363,5 +379,9 @@ def wheel_layers(
     workers = max(1, min(len(groups), jobs or (os.cpu_count() or 2)))
     if workers == 1:
         return [one(g) for g in groups]
+    # The biggest layers start first (the longest sets the length); the order of the layers and
+    # of the errors raised stays the plan's.
+    first = sorted(range(len(groups)), key=lambda i: -sum(w.size or 0 for w in groups[i].wheels))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ociforge-layer") as pool:
-        return list(pool.map(one, groups))
+        made = {i: pool.submit(one, groups[i]) for i in first}
+        return [made[i].result() for i in range(len(groups))]

@@ -22,7 +22,9 @@ it is 5-80x faster, it is the only one of the two that can plan a CUDA image wit
 multi-GB wheels, and it evaluates ``platform_machine``-style markers for the target. uv does not
 read pip's configuration, so :func:`pip_index_settings` reads it with pip's own loader (pip.conf,
 ``PIP_INDEX_URL``/``PIP_EXTRA_INDEX_URL``/``PIP_FIND_LINKS``, ``cert``) and passes it on; an air-
-gapped mirror configured for pip therefore just works. ``--index-strategy unsafe-best-match``
+gapped mirror configured for pip therefore just works. Only a resolution that runs parses it: a
+remembered one is looked up by a hash of what pip's configuration is read from
+(:func:`pip_config_inputs`), which costs no import of pip. ``--index-strategy unsafe-best-match``
 keeps pip's semantics (the best version across all indexes) unless the user asks otherwise.
 
 After uv answers, every wheel is checked against :meth:`Target.tags` (computed by ``packaging``
@@ -36,12 +38,17 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib.metadata
+import importlib.util
 import json
+import locale
 import logging
 import os
 import re
 import shutil
+import stat
 import subprocess
+import sys
 import tempfile
 import time
 import tomllib
@@ -67,6 +74,7 @@ from .target import Target
 log = logging.getLogger(__name__)
 
 TOP_LEVEL = "<requirements>"
+_PIP_CONF = "pip.conf"
 # uv names the manylinux levels it can target; newer glibc adds no wheel tags in practice.
 _UV_MAX_GLIBC_MINOR = 40
 _UV_MIN_GLIBC_MINOR = 17
@@ -161,6 +169,63 @@ def pip_index_settings() -> IndexSettings:
     )
 
 
+def pip_config_files() -> list[str]:
+    """Every file pip's configuration can be read from here, on Linux, in pip's order (pip's
+    ``Configuration.iter_config_files``): ``$PIP_CONFIG_FILE``; the global files
+    (``$XDG_CONFIG_DIRS``, default ``/etc/xdg``, each ``/pip/pip.conf``, then ``/etc/pip.conf``);
+    the user's (``~/.pip/pip.conf``, ``$XDG_CONFIG_HOME``, default ``~/.config``, ``/pip/pip.conf``;
+    listed even where pip skips them); the environment's (``sys.prefix/pip.conf``)."""
+    env = os.environ
+    files = [env["PIP_CONFIG_FILE"]] if "PIP_CONFIG_FILE" in env else []
+    dirs = env.get("XDG_CONFIG_DIRS", "")
+    for d in (dirs if dirs.strip() else "/etc/xdg").split(os.pathsep):
+        files.append(os.path.join(os.path.expanduser(d), "pip", _PIP_CONF))
+    files.append(os.path.join("/etc", _PIP_CONF))
+    files.append(os.path.join(os.path.expanduser("~"), ".pip", _PIP_CONF))
+    home = env.get("XDG_CONFIG_HOME", "")
+    home = home if home.strip() else os.path.expanduser("~/.config")
+    files.append(os.path.join(home, "pip", _PIP_CONF))
+    files.append(os.path.join(sys.prefix, _PIP_CONF))
+    return files
+
+
+def pip_config_inputs() -> str | None:
+    """A sha256 of everything :func:`pip_index_settings` is made of, read raw: pip's version, the
+    encoding it reads files with, every file of :func:`pip_config_files` (its bytes, or that it
+    is missing) and every ``PIP_*`` variable. The same hash, the same settings; any change to
+    one of them, a new hash (a harmless miss where the settings come out the same).
+
+    This costs a few ``open``/``read`` calls where parsing costs pip's configuration machinery
+    (~0.2 s to import). Only the hash is kept: the inputs can hold index credentials. None where
+    the files cannot be listed (not Linux), pip is missing, or one is there but not a plain
+    readable file: the caller parses instead (and fails as a resolution would).
+    """
+    if not sys.platform.startswith("linux") or importlib.util.find_spec("pip") is None:
+        return None
+    try:
+        pip_version = importlib.metadata.version("pip")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    h = hashlib.sha256()
+    for part in (pip_version, locale.getpreferredencoding(False)):
+        h.update(f"{part}\0".encode())
+    for path in pip_config_files():
+        try:
+            if not stat.S_ISREG(os.stat(path).st_mode) and path != os.devnull:
+                return None  # a folder, a pipe...: as pip makes of it
+            with open(path, "rb") as f:
+                state = hashlib.file_digest(f, "sha256").hexdigest()
+        except FileNotFoundError:
+            state = "missing"
+        except OSError:
+            return None  # unreadable: as pip makes of it
+        h.update(f"file\0{path}\0{state}\0".encode("utf-8", "surrogateescape"))
+    for name, value in sorted(os.environ.items()):
+        if name.startswith("PIP_"):
+            h.update(f"env\0{name}\0{value}\0".encode("utf-8", "surrogateescape"))
+    return h.hexdigest()
+
+
 @dataclass
 class ResolveOptions:
     """How to resolve. ``index`` is added to the user's pip configuration (``use_pip_config``)."""
@@ -183,6 +248,19 @@ class ResolveOptions:
     def settings(self) -> IndexSettings:
         base = pip_index_settings() if self.use_pip_config else IndexSettings()
         return base.merged(self.index)
+
+    def index_key(self) -> str:
+        """A sha256 that changes whenever :meth:`settings` can: pip's raw configuration inputs
+        (:func:`pip_config_inputs`) and these options' own index settings, with nothing parsed;
+        where those inputs cannot be listed, the parsed settings. A hash, never the settings
+        themselves: index URLs can hold credentials."""
+        pip = pip_config_inputs() if self.use_pip_config else "not used"
+        if pip is None:
+            merged = self.settings()
+            material: list = ["parsed", merged.uv_args(), merged.cert]
+        else:
+            material = ["raw", pip, dataclasses.asdict(self.index)]
+        return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
 
 def uv_bin() -> str:
@@ -660,12 +738,21 @@ def resolve(
 ) -> dict[Target, Lock]:
     """Resolve for every target (in parallel; each is an independent resolution)."""
     opts = options or ResolveOptions()
-    settings = opts.settings()
     if not targets:
         raise InvalidInput("no targets to resolve for")
-    with ThreadPoolExecutor(max_workers=max(1, min(opts.jobs, len(targets)))) as ex:
-        futures = {t: ex.submit(_remembered, requirements, t, opts, settings) for t in targets}
-        return {t: f.result() for t, f in futures.items()}
+    index_key, remember = opts.index_key(), resolve_ttl() > 0
+    paths = {t: _memo_path(requirements, t, opts, index_key) if remember else None for t in targets}
+    found = {t: lock for t in targets if (lock := _fresh_memo(paths[t], t, opts)) is not None}
+    missing = [t for t in targets if t not in found]
+    if missing:
+        settings = opts.settings()  # pip's configuration parsed only when something resolves
+        with ThreadPoolExecutor(max_workers=max(1, min(opts.jobs, len(missing)))) as ex:
+            futures = {
+                t: ex.submit(_resolve_remembering, requirements, t, opts, settings, paths[t])
+                for t in missing
+            }
+            found.update({t: f.result() for t, f in futures.items()})
+    return {t: found[t] for t in targets}
 
 
 def resolve_ttl() -> float:
@@ -681,7 +768,9 @@ def resolve_ttl() -> float:
         raise InvalidInput(f"OCIFORGE_RESOLVE_TTL={raw!r} is not a number of seconds") from None
 
 
-def _memo_path(requirements, target: Target, opts: ResolveOptions, settings: IndexSettings) -> Path:
+def _memo_path(requirements, target: Target, opts: ResolveOptions, index_key: str) -> Path:
+    """Where the resolution of ``requirements`` for ``target`` is remembered: named by a hash of
+    all it depends on (``index_key``: :meth:`ResolveOptions.index_key`)."""
     if isinstance(requirements, (str, os.PathLike)):
         reqs = read_requirement_lines(Path(requirements))
     else:
@@ -693,8 +782,7 @@ def _memo_path(requirements, target: Target, opts: ResolveOptions, settings: Ind
         [
             reqs,
             target.to_json(),
-            settings.uv_args(),
-            settings.cert,
+            index_key,
             opts.index_strategy,
             opts.torch_backend,
             constraints,
@@ -723,8 +811,8 @@ def remembered(
     opts = options or ResolveOptions()
     if resolve_ttl() <= 0:
         return False
-    settings = opts.settings()
-    return all(_fresh(_memo_path(requirements, t, opts, settings)) for t in targets)
+    index_key = opts.index_key()
+    return all(_fresh(_memo_path(requirements, t, opts, index_key)) for t in targets)
 
 
 def recall(
@@ -737,12 +825,12 @@ def recall(
     else the same resolution with the other ``annotate`` (``ociforge fetch`` and ``ociforge
     lock`` annotate theirs; the wheels are the same). No network, no uv."""
     opts = options or ResolveOptions()
-    settings = opts.settings()
+    index_key = opts.index_key()
     found: dict[Target, Lock] = {}
     for target in targets:
         for o in (opts, dataclasses.replace(opts, annotate=not opts.annotate)):
             try:
-                path = _memo_path(requirements, target, o, settings)
+                path = _memo_path(requirements, target, o, index_key)
                 found[target] = find_lock(loads(path.read_text()), target, opts.infer_variant)
                 break
             except (OciforgeError, OSError):
@@ -750,16 +838,21 @@ def recall(
     return found
 
 
-def _remembered(
-    requirements, target: Target, opts: ResolveOptions, settings: IndexSettings
+def _fresh_memo(path: Path | None, target: Target, opts: ResolveOptions) -> Lock | None:
+    """The resolution remembered at ``path`` in the last ``resolve_ttl()`` seconds, or None (an
+    unreadable memo is just a miss)."""
+    if not _fresh(path):
+        return None
+    try:
+        return find_lock(loads(path.read_text()), target, opts.infer_variant)
+    except (OciforgeError, OSError):
+        return None
+
+
+def _resolve_remembering(
+    requirements, target: Target, opts: ResolveOptions, settings: IndexSettings, path: Path | None
 ) -> Lock:
-    """:func:`resolve_one`, reusing the same resolution from the last ``resolve_ttl()`` seconds."""
-    path = _memo_path(requirements, target, opts, settings) if resolve_ttl() > 0 else None
-    if _fresh(path):
-        try:
-            return find_lock(loads(path.read_text()), target, opts.infer_variant)
-        except (OciforgeError, OSError):
-            pass  # an unreadable memo is just a miss
+    """:func:`resolve_one`, remembered at ``path`` (None: not remembered, the TTL is 0)."""
     lock = resolve_one(requirements, target, opts, settings)
     if path is not None:
         atomic_write(path, dumps([lock]), mkdir=True)

@@ -1,6 +1,7 @@
 """Wheels cached by sha256, shared by every build and every target.
 
     fetch(lock, cache=None, settings=None, offline=False) -> [Path, ...]   # in lock order
+    Fetching(wheels, ...).paths(some)     # in the background, biggest first; wait for ``some``
 
 A wheel lives at ``CACHE/wheels/<sha[:2]>/<sha256>/<filename>``: keyed by content, so a pure-
 Python wheel locked for amd64 and for arm64 is the same file, fetched once. The file name is kept
@@ -23,7 +24,7 @@ import os
 import stat
 import urllib.parse
 import urllib.request
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -242,18 +243,72 @@ def fetch(
     credentials); by default the user's pip configuration, read only when something must be
     downloaded.
     """
-    cache = cache or WheelCache()
     wheels = lock.packages if isinstance(lock, Lock) else list(lock)
-    missing = [w for w in wheels if not cache.path_for(w).is_file()]
-    cert, creds, session, index_args = None, {}, None, []
-    if missing and not offline:
-        if settings is None:
-            settings = pip_index_settings()
-        cert, creds = settings.cert, settings.credentials()
-        index_args = settings.uv_args()  # to build a wheel again from its pinned sdist
-        session = requests.Session()
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as ex:
-        futures = [
-            ex.submit(cache.get, w, session, cert, creds, offline, index_args) for w in wheels
-        ]
+    fetching = Fetching(wheels, cache, settings, offline, jobs)
+    try:
+        return fetching.paths(wheels)
+    finally:
+        fetching.join()  # on an error too: nothing is left downloading behind the caller
+
+
+def _bigger(w: LockedWheel) -> int:
+    return -(w.size or 0)
+
+
+class Fetching:
+    """``wheels`` being fetched in the background (``jobs`` at once, biggest first), so that
+    whoever needs a few of them waits for those alone: a build writes the layer of its biggest
+    wheel while the small ones are still downloading. Errors are :func:`fetch`'s, raised to whoever
+    asks for the wheel (see :meth:`paths`). ``first``: wheels to start before the others (a
+    multi-platform build's first platform's, biggest first)."""
+
+    def __init__(
+        self,
+        wheels: list[LockedWheel],
+        cache: WheelCache | None = None,
+        settings=None,
+        offline: bool = False,
+        jobs: int = 4,
+        first: list[LockedWheel] | None = None,
+    ) -> None:
+        cache = cache or WheelCache()
+        unique = list({w.sha256: w for w in wheels}.values())
+        missing = [w for w in unique if not cache.path_for(w).is_file()]
+        cert, creds, session, index_args = None, {}, None, []
+        if missing and not offline:
+            if settings is None:
+                settings = pip_index_settings()
+            cert, creds = settings.cert, settings.credentials()
+            index_args = settings.uv_args()  # to build a wheel again from its pinned sdist
+            session = requests.Session()
+        self._order = unique  # as given: errors are reported in this order
+        pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="ociforge-fetch")
+        # ``first`` (some of ``wheels``) in its order, then biggest first: the longest layer
+        # starts earliest
+        start = list({w.sha256: w for w in [*(first or []), *sorted(unique, key=_bigger)]}.values())
+        self._futures: dict[str, Future] = {
+            w.sha256: pool.submit(cache.get, w, session, cert, creds, offline, index_args)
+            for w in start
+        }
+        pool.shutdown(wait=False)  # the threads end when the queue is done (or cancelled)
+
+    def paths(self, wheels: list[LockedWheel]) -> list[Path]:
+        """The files of ``wheels`` (some of those given), waiting for them. When one of them
+        failed, the error raised is that of the first wheel, in the order given, that failed
+        (waiting for the others before it), as a :func:`fetch` of them all would raise."""
+        futures = [self._futures[w.sha256] for w in wheels]
+        wait(futures, return_when=FIRST_EXCEPTION)
+        if any(f.done() and not f.cancelled() and f.exception() is not None for f in futures):
+            for w in self._order:
+                self._futures[w.sha256].result()
         return [f.result() for f in futures]
+
+    def join(self) -> None:
+        """Wait until no download is under way."""
+        wait(list(self._futures.values()))
+
+    def cancel(self) -> None:
+        """Drop the downloads not started yet (a build that failed needs none of them); those
+        under way finish (a download is kept only whole and verified)."""
+        for f in self._futures.values():
+            f.cancel()

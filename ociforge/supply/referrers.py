@@ -20,6 +20,7 @@ from .place import BytesSource, Place, fallback_tag
 
 EMPTY_MEDIA_TYPE = "application/vnd.oci.empty.v1+json"
 EMPTY = b"{}"
+TITLE = "org.opencontainers.image.title"
 
 
 def artifact(
@@ -28,10 +29,17 @@ def artifact(
     content: bytes,
     content_type: str,
     annotations: dict[str, str] | None = None,
+    title: str = "",
 ) -> Image:
-    """An artifact manifest holding ``content``, attached to ``subject`` (deterministic bytes)."""
+    """An artifact manifest holding ``content``, attached to ``subject`` (deterministic bytes);
+    ``title`` names the content's file (``oras pull`` writes it under that name)."""
     empty = Descriptor(EMPTY_MEDIA_TYPE, of_bytes(EMPTY), len(EMPTY))
-    layer = Descriptor(content_type, of_bytes(content), len(content))
+    layer = Descriptor(
+        content_type,
+        of_bytes(content),
+        len(content),
+        annotations={TITLE: title} if title else {},
+    )
     subj = Descriptor(subject.media_type, subject.digest, subject.size)
     manifest = Manifest(
         config=empty,
@@ -45,37 +53,45 @@ def artifact(
     return from_raw(raw, BytesSource({empty.digest: EMPTY, layer.digest: content}))
 
 
-def attach(place: Place, art: Image) -> str:
-    """Store ``art`` where its subject lives and make it findable; returns how (``"api"`` or
-    ``"tag"``). Attaching the same artifact twice changes nothing."""
-    subject = art.manifest.subject
-    if subject is None:
-        raise ValueError("an artifact needs a subject")
-    place.write(art, None)
-    listed = place.referrers_api(subject.digest)
-    if listed is not None and any(d.digest == art.digest for d in listed.manifests):
+def attach(place: Place, *arts: Image) -> str:
+    """Store ``arts`` (artifacts of one subject) where their subject lives and make them
+    findable, the referrers tag written once for all; returns how (``"api"`` or ``"tag"``).
+    Attaching the same artifacts twice changes nothing."""
+    subjects = {a.manifest.subject.digest if a.manifest.subject else None for a in arts}
+    if not arts or None in subjects or len(subjects) != 1:
+        raise ValueError("artifacts need one and the same subject")
+    (subject,) = subjects
+    for art in arts:
+        place.write(art, None)
+    listed = place.referrers_api(subject)
+    if listed is not None and all(
+        any(d.digest == a.digest for d in listed.manifests) for a in arts
+    ):
         return "api"
-    tag = fallback_tag(subject.digest)
+    tag = fallback_tag(subject)
     current = place.read_optional(tag)
     entries = list(current.index.manifests) if isinstance(current, ImageIndex) else []
-    if any(d.digest == art.digest for d in entries):
+    new = [a for a in arts if not any(d.digest == a.digest for d in entries)]
+    if not new:
         return "tag"
-    entries.append(
-        Descriptor(
-            mt.OCI_MANIFEST,
-            art.digest,
-            len(art.raw_manifest),
-            annotations=dict(art.manifest.annotations),
-            artifact_type=art.manifest.artifact_type,
+    blobs: dict[str, bytes] = {}
+    for art in new:
+        entries.append(
+            Descriptor(
+                mt.OCI_MANIFEST,
+                art.digest,
+                len(art.raw_manifest),
+                annotations=dict(art.manifest.annotations),
+                artifact_type=art.manifest.artifact_type,
+            )
         )
-    )
+        blobs[art.digest] = art.raw_manifest
+        blobs[art.manifest.config.digest] = EMPTY
+        for layer in art.layers:
+            with art.source.open_blob(layer) as f:
+                blobs[layer.digest] = f.read()
     index = Index(manifests=tuple(entries), media_type=mt.OCI_INDEX)
-    raw = index.to_bytes()
-    blobs = {art.digest: art.raw_manifest, art.manifest.config.digest: EMPTY}
-    for layer in art.layers:
-        with art.source.open_blob(layer) as f:
-            blobs[layer.digest] = f.read()
-    place.write(from_raw(raw, BytesSource(blobs, place.source())), tag)
+    place.write(from_raw(index.to_bytes(), BytesSource(blobs, place.source())), tag)
     return "tag"
 
 

@@ -1,6 +1,6 @@
 """Registry-cache entries travel in a bundle (ociforge/airgap/cacheentries.py): exported with the
 image from registry A, imported with it into registry B, where a build on a fresh runner (empty
-ociforge cache and HOME) finds every layer and downloads no wheel and no .deb."""
+ociforge cache and HOME) finds every layer and record and downloads no wheel and no .deb."""
 
 from __future__ import annotations
 
@@ -19,9 +19,14 @@ def test_bundle_carries_cache_entries_to_the_closed_registry(bundle, online, pro
     carried = manifest["cache"]
     assert len(carried) >= 4  # base, wheel layers, bytecode, runtime, library check
     src = TarSource(path)
+    kinds = set()
     for item in carried:
         entry = read_layout_in_tar(src, item["tag"])
         assert entry.manifest.artifact_type == ARTIFACT_TYPE
+        kinds.add(entry.manifest.annotations["org.ociforge.memo.kind"])
+    # records (wheels' facts, the bytecode closure) travel too: without the closure's, the
+    # closed side would compile the bytecode again, from every wheel
+    assert {"layer", "image", "check", "record"} <= kinds, kinds
     with RegistryServer(tmp_path, mode="http") as reg_b:
         ok(run_cli("bundle", "import", path, "--to-registry", reg_b.host, "--prefix", "closed"))
         runner = tmp_path / "runner"

@@ -256,6 +256,38 @@ def test_build_warns_for_a_module_not_imported_at_start(tmp_path, gl_links, caps
     assert "dev.ociforge.cuda" not in cfg.labels
 
 
+def test_check_runs_beside_the_wheel_layers_and_its_failure_writes_nothing(
+    tmp_path, gl_links, monkeypatch
+):
+    """The check runs on its own thread while the wheel layers are written (it used to come
+    after them); its failure is still the build's, raised before anything reaches ``to``."""
+    import importlib
+    import threading
+
+    from ociforge.builder import cachestep
+
+    build_module = importlib.import_module("ociforge.builder.build")
+    seen = {}
+    real_layers = build_module.wheel_layers
+
+    def layers(*a, **k):
+        out = real_layers(*a, **k)
+        seen["layers done"] = True
+        return out
+
+    def failing_check(*a, **k):
+        seen["check"] = threading.current_thread().name
+        raise BuildError("linux/amd64: 1 shared library ... (the check's own message)")
+
+    monkeypatch.setattr(build_module, "wheel_layers", layers)
+    monkeypatch.setattr(cachestep, "check_libraries", failing_check)
+    ns = load_source(tmp_path, PLAIN_MODEL)
+    with pytest.raises(BuildError, match=r"\(the check's own message\)"):
+        ociforge.build(ns["predict"], requirements=["glneed==1.0"], to=f"oci:{tmp_path / 'out'}:m")
+    assert seen["check"].startswith("ociforge-check") and seen["layers done"]
+    assert not (tmp_path / "out").exists()
+
+
 def test_cuda_runtime_config():
     from ociforge.builder.config import CUDA_LABEL, runtime_config
 

@@ -5,6 +5,8 @@ and leaving the image digests unchanged."""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import sys
 import urllib.error
@@ -18,10 +20,12 @@ from spdx_tools.spdx.validation.document_validator import validate_full_spdx_doc
 
 import ociforge
 from ociforge.bases.base import default_recipe
-from ociforge.errors import InvalidInput
+from ociforge.errors import InvalidInput, NotFound
+from ociforge.oci.blobstore import BlobStore
 from ociforge.oci.platform import Platform
-from ociforge.supply import keys, sbom
-from ociforge.supply.place import fallback_tag
+from ociforge.supply import attach, keys, referrers, sbom
+from ociforge.supply.place import Place, fallback_tag
+from tests.registry.conftest import build_image
 from tests.supply.conftest import PASSWORD, cosign_verify
 
 PLATFORMS = ["linux/amd64", "linux/arm64"]
@@ -102,12 +106,19 @@ def _check_contents(doc: dict, result, platform: str) -> None:
     layer_pkgs = [p for p in doc["packages"] if p["SPDXID"].startswith("SPDXRef-layer")]
     report = {e["digest"].split(":")[1] for e in result.layers[platform]}
     assert {p["checksums"][0]["checksumValue"] for p in layer_pkgs} == report
-    contained = {
-        r["relatedSpdxElement"]
+    # the image contains its layers and the contents (the packages the base and the lock put in)
+    contains = {
+        (r["spdxElementId"], r["relatedSpdxElement"])
         for r in doc["relationships"]
-        if r["spdxElementId"] == "SPDXRef-image" and r["relationshipType"] == "CONTAINS"
+        if r["relationshipType"] == "CONTAINS"
     }
-    assert {p["SPDXID"] for p in debs + wheels + layer_pkgs} == contained
+    assert ("SPDXRef-image", "SPDXRef-contents") in contains
+    assert {b for a, b in contains if a == "SPDXRef-image"} == {p["SPDXID"] for p in layer_pkgs} | {
+        "SPDXRef-contents"
+    }
+    assert {b for a, b in contains if a == "SPDXRef-contents"} == {
+        p["SPDXID"] for p in debs + wheels
+    }
 
 
 def test_registry_sbom_valid_complete_and_found_by_the_referrers_tag(pushed, registry, cli):
@@ -126,9 +137,14 @@ def test_registry_sbom_valid_complete_and_found_by_the_referrers_tag(pushed, reg
         )
         with urllib.request.urlopen(req) as resp:
             index = json.load(resp)
-        (entry,) = index["manifests"]
-        assert entry["artifactType"] == sbom.SPDX_MEDIA_TYPE
+        # two referrers: the contents document under SPDX's own type (what a scanner takes),
+        # the image document under ociforge's (result.sboms names it)
+        by_type = {m["artifactType"]: m for m in index["manifests"]}
+        assert len(index["manifests"]) == 2
+        assert set(by_type) == {sbom.SPDX_MEDIA_TYPE, sbom.IMAGE_ARTIFACT_TYPES["spdx"]}
+        entry = by_type[sbom.IMAGE_ARTIFACT_TYPES["spdx"]]
         assert entry["digest"] == result.sboms[platform]
+        assert by_type[sbom.SPDX_MEDIA_TYPE]["annotations"][attach.PART] == "contents"
         req = urllib.request.Request(
             f"{registry.url}/v2/supply/sbom/manifests/{entry['digest']}",
             headers={"Accept": "application/vnd.oci.image.manifest.v1+json"},
@@ -136,7 +152,9 @@ def test_registry_sbom_valid_complete_and_found_by_the_referrers_tag(pushed, reg
         with urllib.request.urlopen(req) as resp:
             art = json.load(resp)
         assert art["subject"]["digest"] == digest
-        assert art["artifactType"] == sbom.SPDX_MEDIA_TYPE
+        assert art["artifactType"] == sbom.IMAGE_ARTIFACT_TYPES["spdx"]
+        (layer,) = art["layers"]  # one document per artifact (Trivy reads only those)
+        assert layer["mediaType"] == sbom.SPDX_MEDIA_TYPE
         proc = cli("sbom", ref, "--platform", platform)
         assert proc.returncode == 0, proc.stderr
         doc = json.loads(proc.stdout)
@@ -167,7 +185,9 @@ def test_rebuild_gives_the_same_sbom_and_no_second_referrer(in_layout, cli):
     assert again.digest == result.digest
     assert again.sboms == result.sboms
     listing = json.loads(cli("sbom", f"oci:{out}:m", "--list").stdout)
-    assert len(listing) == len(PLATFORMS)
+    assert sorted((f["platform"], f["part"]) for f in listing) == sorted(
+        (p, part) for p in PLATFORMS for part in ("contents", "image")
+    )
 
 
 def test_sbom_changes_no_image_digest(in_layout, tmp_path):
@@ -192,15 +212,136 @@ def test_cyclonedx_sbom_validates_and_lists_every_wheel(tmp_path, cli):
     assert wheels == {(w.name, w.version, w.sha256) for w in lock.packages}
     debs = [c for c in doc["components"] if c.get("purl", "").startswith("pkg:deb/debian/")]
     assert len(debs) == len(_lock_file("linux/arm64")["packages"])
+    # as stored: two BOMs, both valid; the image's names the contents BOM by BOM-Link and hash
+    image, contents = (
+        cli("sbom", f"oci:{out}:m", "--part", part).stdout for part in ("image", "contents")
+    )
+    for stored in (image, contents):
+        assert JsonStrictValidator(SchemaVersion.V1_6).validate_str(stored) is None
+    (ref,) = json.loads(image)["externalReferences"]
+    assert ref["type"] == "bom"
+    assert ref["hashes"] == [
+        {"alg": "SHA-256", "content": hashlib.sha256(contents.encode()).hexdigest()}
+    ]
+    serial = json.loads(contents)["serialNumber"].removeprefix("urn:uuid:")
+    assert ref["url"] == f"urn:cdx:{serial}/1"
+    assert {c["bom-ref"] for c in json.loads(contents)["components"]} | {"contents"} <= {
+        c["bom-ref"] for c in doc["components"]
+    }
 
 
-def test_foreign_base_says_it_has_no_deb_list():
-    inp = sbom.SbomInputs(
+def _parts(out, platform: str) -> tuple[bytes, bytes, dict]:
+    """The image and contents documents of ``platform`` as stored in the layout ``out``, and the
+    referrers index (the ``sha256-<hex>`` tag) they were found through."""
+    layout = json.loads((out / "index.json").read_text())
+    tags = {m["annotations"]["org.opencontainers.image.ref.name"]: m for m in layout["manifests"]}
+    blob = lambda d: (out / "blobs" / "sha256" / d.split(":")[1]).read_bytes()  # noqa: E731
+    top = json.loads(blob(tags["m"]["digest"]))
+    os_, arch = platform.split("/")
+    (image_digest,) = [
+        m["digest"] for m in top["manifests"]
+        if (m["platform"]["os"], m["platform"]["architecture"]) == (os_, arch)
+    ]  # fmt: skip
+    index = json.loads(blob(tags[fallback_tag(image_digest)]["digest"]))
+    docs = {}
+    for entry in index["manifests"]:
+        art = json.loads(blob(entry["digest"]))
+        docs[entry["annotations"][attach.PART]] = blob(art["layers"][0]["digest"])
+    return docs["image"], docs["contents"], index
+
+
+def test_split_documents_validate_and_the_image_one_names_the_contents_by_sha256(in_layout, cli):
+    result, out = in_layout
+    for platform in PLATFORMS:
+        image, contents, index = _parts(out, platform)
+        image_doc, contents_doc = json.loads(image), json.loads(contents)
+        _spdx_valid(image_doc)
+        _spdx_valid(contents_doc)
+        # the reference: by the contents document's namespace and sha256, its blob's digest
+        (ref,) = image_doc["externalDocumentRefs"]
+        assert ref["externalDocumentId"] == "DocumentRef-contents"
+        assert ref["spdxDocument"] == contents_doc["documentNamespace"]
+        assert ref["checksum"] == {
+            "algorithm": "SHA256",
+            "checksumValue": hashlib.sha256(contents).hexdigest(),
+        }
+        rels = {(r["spdxElementId"], r["relatedSpdxElement"]) for r in image_doc["relationships"]}
+        assert ("SPDXRef-image", "DocumentRef-contents:SPDXRef-contents") in rels
+        # every package of the base lock and the wheel lock is in the contents document; it
+        # names nothing of the model or the image, so a model-only rebuild keeps its bytes
+        merged = json.loads(sbom.merge(image, contents, "spdx"))
+        _check_contents(merged, result, platform)
+        image_hex = _images(result)[platform].split(":")[1]
+        assert image_hex not in contents.decode() and "sbomdemo" not in contents.decode()
+        assert image_hex in image.decode()
+        # ociforge sbom: the two merged by default, each as stored with --part
+        for part, data in (("image", image), ("contents", contents)):
+            proc = cli("sbom", f"oci:{out}:m", "--platform", platform, "--part", part)
+            assert proc.returncode == 0 and proc.stdout.encode() == data, proc.stderr
+        complete = cli("sbom", f"oci:{out}:m", "--platform", platform)
+        assert json.loads(complete.stdout) == merged
+        # the image document is small: what a model-only rebuild pushes of the SBOMs
+        assert len(image) < 16 << 10 < len(contents)
+        assert sorted(m["annotations"][attach.PART] for m in index["manifests"]) == [
+            "contents",
+            "image",
+        ]
+
+
+def test_model_only_rebuild_keeps_the_contents_document(in_layout, tmp_path):
+    """Another model on the same lock: a new image document, the same contents bytes."""
+    result, out = in_layout
+
+    def other(rows):
+        return [max(r) for r in rows]
+
+    again = ociforge.build(
+        other, platforms=["linux/arm64"], requirements=REQS, to=f"oci:{tmp_path / 'o'}:m",
+        name="other", version="3.1",
+    )  # fmt: skip
+    image_a, contents_a, _ = _parts(out, "linux/arm64")
+    image_b, contents_b, _ = _parts(tmp_path / "o", "linux/arm64")
+    assert contents_a == contents_b
+    assert image_a != image_b
+    assert sbom.contents_sha256(image_b, "spdx") == hashlib.sha256(contents_a).hexdigest()
+    assert again.sboms["linux/arm64"] != result.sboms["linux/arm64"]
+
+
+def test_merge_refuses_a_contents_document_that_is_not_the_one_named():
+    inp = _inputs()
+    split = sbom.render_split(inp)
+    other = sbom.render_split(
+        dataclasses.replace(
+            inp, wheels=(sbom.Wheel("six", "1.17.0", "six-1.17.0-py2.py3-none-any.whl", "d" * 64),)
+        )  # fmt: skip
+    )
+    assert split.image != other.image and split.contents != other.contents
+    with pytest.raises(InvalidInput, match="does not hash to"):
+        sbom.merge(split.image, other.contents, "spdx")
+    with pytest.raises(InvalidInput, match="not JSON"):
+        sbom.merge(b"{not json", split.contents, "spdx")
+    found = [
+        attach.FoundSbom("sha256:" + "a" * 64, None, "spdx", "sha256:" + "f" * 64, split.image, "image"),
+        attach.FoundSbom("sha256:" + "a" * 64, None, "spdx", "sha256:" + "e" * 64, other.contents, "contents"),
+    ]  # fmt: skip
+    with pytest.raises(NotFound, match="not attached"):
+        attach.complete_sboms(found)
+    found[1] = dataclasses.replace(found[1], data=split.contents)
+    (complete,) = attach.complete_sboms(found)
+    assert complete.data == sbom.render(inp)[0]
+
+
+def _inputs() -> sbom.SbomInputs:
+    return sbom.SbomInputs(
         name="m", version="1", platform=Platform.parse("linux/amd64"),
         image_digest="sha256:" + "a" * 64, epoch=0, base_name="example.com/python:3.12",
         base_digest="sha256:" + "b" * 64, debs=None,
         wheels=(sbom.Wheel("Six", "1.16.0", "six-1.16.0-py2.py3-none-any.whl", "c" * 64),),
     )  # fmt: skip
+
+
+def test_foreign_base_says_it_has_no_deb_list():
+    inp = _inputs()
     data, media_type = sbom.render(inp)
     assert media_type == "application/spdx+json"
     doc = json.loads(data)
@@ -211,6 +352,14 @@ def test_foreign_base_says_it_has_no_deb_list():
     cdx, _ = sbom.render(inp, "cyclonedx")
     assert JsonStrictValidator(SchemaVersion.V1_6).validate_str(cdx.decode()) is None
     assert b"foreign base image" in cdx
+    for fmt in ("spdx", "cyclonedx"):  # each stored document valid on its own too
+        split = sbom.render_split(inp, fmt)
+        assert sbom.render_split(inp, fmt) == split
+        for stored in (split.image, split.contents):
+            if fmt == "spdx":
+                _spdx_valid(json.loads(stored))
+            else:
+                assert JsonStrictValidator(SchemaVersion.V1_6).validate_str(stored.decode()) is None
 
 
 def _purl_or_none(pkg: dict, prefix: str) -> bool:
@@ -247,3 +396,22 @@ def test_build_with_sign_key_signs_the_index_and_each_image(
 def test_sign_key_for_an_archive_destination_is_refused_before_any_work(tmp_path):
     with pytest.raises(InvalidInput, match="cannot hold signatures"):
         _build(f"oci-archive:{tmp_path / 'x.tar'}", sign_key=tmp_path / "none.key")
+
+
+def test_a_single_document_attached_by_another_tool_is_printed_as_stored(tmp_path, cli):
+    """A referrer holding one whole SBOM (another tool's, or an older ociforge's) is still found,
+    and printed as it is: only ociforge's image documents are merged."""
+    img = build_image(BlobStore(tmp_path / "store"))
+    place, _ = Place.of(f"oci:{tmp_path / 'single'}:m")
+    place.write(img, "m")
+    doc = b'{"spdxVersion": "SPDX-2.3", "name": "from another tool"}\n'
+    art = referrers.artifact(
+        img.descriptor(platform=False), sbom.SPDX_MEDIA_TYPE, doc, sbom.SPDX_MEDIA_TYPE
+    )
+    referrers.attach(place, art)
+    proc = cli("sbom", f"oci:{tmp_path / 'single'}:m")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.encode() == doc
+    (listed,) = json.loads(cli("sbom", f"oci:{tmp_path / 'single'}:m", "--list").stdout)
+    assert listed["part"] == "complete"
+    assert cli("sbom", f"oci:{tmp_path / 'single'}:m", "--part", "image").returncode == 2
