@@ -89,15 +89,10 @@ def _build(env: dict, to: str, lock: Path, variant: int = 0, write_lock: bool = 
 
 def _fresh_env(base_env: dict, home: Path) -> dict:
     """An empty runner: no ociforge cache, no HOME, no XDG cache (no pip or uv cache either)."""
+    from tests.support.freshrunner import fresh_runner_env
+
     shutil.rmtree(home, ignore_errors=True)
-    for sub in ("home", "xdg", "cache"):
-        (home / sub).mkdir(parents=True)
-    return base_env | {
-        "HOME": str(home / "home"),
-        "XDG_CACHE_HOME": str(home / "xdg"),
-        "OCIFORGE_CACHE": str(home / "cache"),
-        "UV_CACHE_DIR": str(home / "xdg" / "uv"),
-    }
+    return base_env | fresh_runner_env(home)
 
 
 def rows(work: Path, warm_cache: Path, cold: Sample, runs: int, log) -> list[Row]:

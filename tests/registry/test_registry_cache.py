@@ -21,22 +21,8 @@ from ociforge.cache.memo import open_cache
 from ociforge.oci.blobstore import BlobStore
 from tests.conftest import run_cli
 from tests.support.countingproxy import CountingProxy
+from tests.support.freshrunner import MODEL, PLATFORMS, build, fresh_runner_env, make_project, ok
 from tests.support.registry import RegistryServer
-
-PLATFORMS = "linux/amd64,linux/arm64"
-MODEL = """
-WEIGHTS = [0.5, -0.25, {w}]
-
-
-def predict(row):
-    return sum(w * x for w, x in zip(WEIGHTS, row))
-"""
-
-
-def ok(proc):
-    if proc.returncode != 0:
-        pytest.fail(f"exited {proc.returncode}:\n{proc.stderr[-4000:]}\n{proc.stdout[-2000:]}")
-    return proc
 
 
 @pytest.fixture(scope="module")
@@ -48,10 +34,7 @@ def registry(tmp_path_factory):
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     """A model project and its lock for both platforms (the session cache fills meanwhile)."""
-    d = tmp_path_factory.mktemp("cache-project")
-    (d / "model.py").write_text(MODEL.format(w="2.0"))
-    ok(run_cli("fetch", "--platform", PLATFORMS, "--lock", "ociforge.lock", cwd=d))
-    return d
+    return make_project(tmp_path_factory.mktemp("cache-project"))
 
 
 @pytest.fixture(scope="module")
@@ -66,29 +49,12 @@ def previous(project, registry):
 
 
 def _build(project: Path, to: str, *extra: str, env: dict | None = None, lock="ociforge.lock"):
-    return run_cli(
-        "build", "model.py:predict", "--platform", PLATFORMS, "--lock", lock, "--to", to,
-        "--json", *extra, cwd=project, env=env,
-    )  # fmt: skip
+    return build(project, to, *extra, env=env, lock=lock)
 
 
 def _fresh_runner(tmp_path: Path, proxy: CountingProxy) -> dict:
     """An empty HOME, XDG_CACHE_HOME and ociforge cache, every outside request through ``proxy``."""
-    home = tmp_path / "runner"
-    for sub in ("home", "xdg", "cache"):
-        (home / sub).mkdir(parents=True)
-    return {
-        "HOME": str(home / "home"),
-        "XDG_CACHE_HOME": str(home / "xdg"),
-        "OCIFORGE_CACHE": str(home / "cache"),
-        "UV_CACHE_DIR": str(home / "xdg" / "uv"),
-        "HTTP_PROXY": proxy.url,
-        "HTTPS_PROXY": proxy.url,
-        "http_proxy": proxy.url,
-        "https_proxy": proxy.url,
-        "NO_PROXY": "127.0.0.1,localhost",
-        "no_proxy": "127.0.0.1,localhost",
-    }
+    return fresh_runner_env(tmp_path / "runner", proxy.url)
 
 
 def _files_under(path: Path) -> list[Path]:

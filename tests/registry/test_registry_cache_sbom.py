@@ -11,7 +11,6 @@ runner (empty HOME, XDG_CACHE_HOME and ociforge cache), as in test_registry_cach
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import requests
@@ -20,24 +19,11 @@ from ociforge.supply import sbom
 from ociforge.supply.place import fallback_tag
 from tests.conftest import run_cli
 from tests.support.countingproxy import CountingProxy
+from tests.support.freshrunner import MODEL, build, fresh_runner_env, make_project, ok
 from tests.support.registry import RegistryServer
 
-PLATFORMS = "linux/amd64,linux/arm64"
-MODEL = """
-WEIGHTS = [0.5, -0.25, {w}]
-
-
-def predict(row):
-    return sum(w * x for w, x in zip(WEIGHTS, row))
-"""
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-
-
-def ok(proc):
-    if proc.returncode != 0:
-        pytest.fail(f"exited {proc.returncode}:\n{proc.stderr[-4000:]}\n{proc.stdout[-2000:]}")
-    return proc
 
 
 @pytest.fixture(scope="module")
@@ -48,35 +34,7 @@ def registry(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
-    d = tmp_path_factory.mktemp("sbom-cache-project")
-    (d / "model.py").write_text(MODEL.format(w="2.0"))
-    ok(run_cli("fetch", "--platform", PLATFORMS, "--lock", "ociforge.lock", cwd=d))
-    return d
-
-
-def _build(project: Path, to: str, *extra: str, env: dict | None = None):
-    return run_cli(
-        "build", "model.py:predict", "--platform", PLATFORMS, "--lock", "ociforge.lock",
-        "--to", to, "--json", *extra, cwd=project, env=env,
-    )  # fmt: skip
-
-
-def _fresh_runner(tmp_path: Path, proxy: CountingProxy) -> dict:
-    home = tmp_path / "runner"
-    for sub in ("home", "xdg", "cache"):
-        (home / sub).mkdir(parents=True)
-    return {
-        "HOME": str(home / "home"),
-        "XDG_CACHE_HOME": str(home / "xdg"),
-        "OCIFORGE_CACHE": str(home / "cache"),
-        "UV_CACHE_DIR": str(home / "xdg" / "uv"),
-        "HTTP_PROXY": proxy.url,
-        "HTTPS_PROXY": proxy.url,
-        "http_proxy": proxy.url,
-        "https_proxy": proxy.url,
-        "NO_PROXY": "127.0.0.1,localhost",
-        "no_proxy": "127.0.0.1,localhost",
-    }
+    return make_project(tmp_path_factory.mktemp("sbom-cache-project"))
 
 
 def _sbom_artifacts(registry, repo: str, image_digest: str) -> dict[str, dict]:
@@ -97,13 +55,13 @@ def _sbom_artifacts(registry, repo: str, image_digest: str) -> dict[str, dict]:
 
 def test_fresh_runner_model_only_rebuild_with_sboms_pushes_little(project, registry, tmp_path):
     repo = "team/sbom"
-    previous = json.loads(ok(_build(project, registry.ref(f"{repo}:1"))).stdout)
+    previous = json.loads(ok(build(project, registry.ref(f"{repo}:1"))).stdout)
     assert set(previous["sboms"]) == {"linux/amd64", "linux/arm64"}
     (project / "model.py").write_text(MODEL.format(w="3.0"))
     try:
         with CountingProxy() as net, CountingProxy(upstream=registry.host) as reg:
-            env = _fresh_runner(tmp_path, net)
-            proc = ok(_build(project, f"{reg.host}/{repo}:2", env=env))  # SBOMs on: the default
+            env = fresh_runner_env(tmp_path / "runner", net.url)
+            proc = ok(build(project, f"{reg.host}/{repo}:2", env=env))  # SBOMs on: the default
             fresh = json.loads(proc.stdout)
             model_size = max(
                 layer["size"] for p in fresh["layers"] for layer in fresh["layers"][p]
